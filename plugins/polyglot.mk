@@ -5,7 +5,7 @@
 #
 #   make polyglot-tools     install what is missing (apt, a venv with componentize-py, npm ci)
 #   make polyglot-plugins   build plugins/<name>/<name>.wasm for the four components
-#   make polyglot-test      unit tests of the Python logic + check each component's world
+#   make polyglot-test      unit tests (Python and C logic, the built JS component) + each component's world
 #   make polyglot-clean     remove the built components and generated C bindings
 #
 # Every path below is absolute, so the targets work from any directory.
@@ -110,6 +110,7 @@ $(OP_CAP_C)/hook-op-cap-c.wasm: $(wildcard $(OP_CAP_C)/src/*.c $(OP_CAP_C)/src/*
 polyglot-test: $(POLYGLOT_WASM) $(WIT_TOOL)
 	cd $(SPEND_RATE_PY) && $(PYTHON) -m unittest -q
 	cd $(ESSAY_PY) && $(PYTHON) -m unittest -q
+	cd $(TOKEN_CAP_JS) && $(NPM) test --silent
 	cd $(OP_CAP_C) && $(CLANG) -O1 -Wall -Wextra -Werror -o $(OP_CAP_C_GEN)/caps-test \
 	  tests/caps_test.c src/caps.c -lm && $(OP_CAP_C_GEN)/caps-test
 	@for w in $(filter %hook-token-cap-js.wasm %hook-spend-rate-py.wasm %hook-op-cap-c.wasm,$(POLYGLOT_WASM)); do \

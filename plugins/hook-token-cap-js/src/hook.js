@@ -4,7 +4,7 @@
 //
 // Config (`--hook hook-token-cap-js.wasm=CONFIG`): `key=value` pairs joined by `;`
 //   max-tokens=N       cap for expensive models (default 512)
-//   expensive=P1,P2    model patterns that get the cap (default: gpt-4*,o1*,o3*,claude-3-opus*,claude-opus*)
+//   expensive=P1,P2    model patterns that get the cap (default: gpt-4o,gpt-4.1,claude-sonnet*,claude-opus*,o1*,o3*)
 //   deny=P1,P2         model patterns whose calls are refused (default: none)
 //   tighten-at=F       once a threshold >= F (fraction of the limit) is crossed,
 //                      cap every model, not only expensive ones (default: never)
@@ -14,7 +14,8 @@ import { log, emit } from 'budget-host:plugin/log@0.1.0';
 
 const DEFAULTS = {
   maxTokens: 512,
-  expensive: ['gpt-4*', 'o1*', 'o3*', 'claude-3-opus*', 'claude-opus*'],
+  // The pricey tiers of the host's price table; their -mini/-nano/haiku siblings are not.
+  expensive: ['gpt-4o', 'gpt-4.1', 'claude-sonnet*', 'claude-opus*', 'o1*', 'o3*'],
   deny: [],
   tightenAt: null,
 };
