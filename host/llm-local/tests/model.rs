@@ -1,0 +1,266 @@
+//! Tests on the real model file (`make model` fetches it) and on broken model files.
+//!
+//! Tests that need the model fail, not skip, when it is missing: the panic message is
+//! the how-to-get-it line. Expected counts and texts come from llama.cpp's server on the
+//! same file: ../shared/fixtures/openai-compatible/{request,response}-{basic,length}.*
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use llm_local::{
+    default_model_path, how_to_get_model, ChatMessage, FinishReason, GenOptions, LocalError,
+    LocalModel, Role,
+};
+
+fn model() -> Arc<LocalModel> {
+    static MODEL: OnceLock<Arc<LocalModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let path = default_model_path();
+            match LocalModel::load(&path) {
+                Ok(m) => Arc::new(m),
+                Err(e) => panic!("cannot load {}: {e}\n{}", path.display(), how_to_get_model()),
+            }
+        })
+        .clone()
+}
+
+fn basic() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new(Role::System, "You are a concise essay writer."),
+        ChatMessage::new(
+            Role::User,
+            "Write one short introduction sentence for an essay about the history of AI.",
+        ),
+    ]
+}
+
+fn length() -> Vec<ChatMessage> {
+    vec![ChatMessage::new(Role::User, "Explain machine learning in detail.")]
+}
+
+fn greedy(max_tokens: u32) -> GenOptions {
+    GenOptions {
+        max_tokens,
+        temperature: 0.0,
+        seed: 0,
+    }
+}
+
+#[test]
+fn model_info_describes_the_file() {
+    let m = model();
+    let info = m.info();
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.context_length, 8192);
+    assert_eq!(info.vocab_size, 49152);
+    assert_eq!(info.file_bytes, 98_362_432);
+    assert!(info.load_time.as_secs_f64() > 0.0);
+    eprintln!("{} loaded in {:?}", info.name, info.load_time);
+}
+
+#[test]
+fn prompt_token_counts_equal_llama_cpp() {
+    let m = model();
+    assert_eq!(m.count_prompt_tokens(&basic()).unwrap(), 35);
+    // The default system prompt of the template is part of the count.
+    assert_eq!(m.count_prompt_tokens(&length()).unwrap(), 36);
+}
+
+#[test]
+fn default_system_prompt_comes_from_the_gguf_template() {
+    let text = model().render_prompt(&length()).unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nExplain machine learning in detail.<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn greedy_output_matches_llama_cpp() {
+    let m = model();
+    let g = m.generate(&length(), &greedy(5)).unwrap();
+    assert_eq!(g.prompt_tokens, 36);
+    assert_eq!(g.completion_tokens, 5);
+    assert_eq!(g.finish_reason, FinishReason::Length);
+    assert_eq!(g.text, "Machine learning is a subset");
+
+    let g = m.generate(&basic(), &greedy(48)).unwrap();
+    assert_eq!(g.prompt_tokens, 35);
+    assert_eq!(g.completion_tokens, 48);
+    assert_eq!(g.finish_reason, FinishReason::Length);
+    let llama_cpp = "The rapid advancement of artificial intelligence (AI) has transformed the world, from personal assistants to advanced technologies like AI-powered chatbots and self-driving cars. As we continue to explore this transformative landscape, it is crucial that we examine the";
+    eprintln!("ours:      {:?}\nllama.cpp: {llama_cpp:?}", g.text);
+    let prefix = "The rapid advancement of artificial intelligence (AI) has transformed the world";
+    assert!(g.text.starts_with(prefix), "greedy text diverged early: {:?}", g.text);
+}
+
+#[test]
+fn greedy_is_deterministic() {
+    let m = model();
+    let a = m.generate(&basic(), &greedy(24)).unwrap();
+    let b = m.generate(&basic(), &greedy(24)).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn sampling_follows_the_seed() {
+    let m = model();
+    let opts = |seed| GenOptions {
+        max_tokens: 24,
+        temperature: 1.0,
+        seed,
+    };
+    let a = m.generate(&basic(), &opts(1)).unwrap();
+    let b = m.generate(&basic(), &opts(1)).unwrap();
+    let c = m.generate(&basic(), &opts(2)).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.text, c.text);
+}
+
+#[test]
+fn max_tokens_is_honoured() {
+    let m = model();
+    for max in [1, 3, 17] {
+        let g = m.generate(&length(), &greedy(max)).unwrap();
+        assert_eq!(g.completion_tokens, max);
+        assert_eq!(g.finish_reason, FinishReason::Length);
+    }
+}
+
+#[test]
+fn stops_at_end_of_turn() {
+    let m = model();
+    let msgs = [ChatMessage::new(Role::User, "Say hello.")];
+    let g = m.generate(&msgs, &greedy(200)).unwrap();
+    assert_eq!(g.finish_reason, FinishReason::Stop, "{g:?}");
+    assert!(g.completion_tokens < 200);
+    assert!(!g.text.is_empty());
+    assert!(!g.text.contains("<|im_end|>"), "{:?}", g.text);
+    eprintln!("{g:?}");
+}
+
+#[test]
+fn concurrent_generations_are_independent() {
+    let m = model();
+    let alone = m.generate(&basic(), &greedy(12)).unwrap();
+    let other = m.generate(&length(), &greedy(12)).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let msgs = if i % 2 == 0 { basic() } else { length() };
+                (i, m.generate(&msgs, &greedy(12)).unwrap())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, g) = t.join().unwrap();
+        assert_eq!(g, if i % 2 == 0 { alone.clone() } else { other.clone() });
+    }
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let m = model();
+    let err = m.generate(&basic(), &greedy(0)).unwrap_err();
+    assert!(matches!(err, LocalError::InvalidRequest(_)), "{err:?}");
+    assert!(err.to_string().contains("max_tokens"), "{err}");
+    let err = m
+        .generate(
+            &basic(),
+            &GenOptions {
+                temperature: f32::NAN,
+                ..greedy(4)
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, LocalError::InvalidRequest(_)), "{err:?}");
+    let err = m.generate(&[], &greedy(4)).unwrap_err();
+    assert!(matches!(err, LocalError::InvalidRequest(_)), "{err:?}");
+    assert!(m.count_prompt_tokens(&[]).is_err());
+}
+
+#[test]
+fn prompt_over_the_context_is_refused() {
+    let m = model();
+    let long = [ChatMessage::new(Role::User, "hello ".repeat(9000))];
+    let n = m.count_prompt_tokens(&long).unwrap();
+    assert!(n > 8192, "{n}");
+    match m.generate(&long, &greedy(4)) {
+        Err(LocalError::PromptTooLong { tokens, context }) => {
+            assert_eq!((tokens, context), (n, 8192));
+        }
+        other => panic!("expected PromptTooLong, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_file_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.gguf");
+    let err = LocalModel::load(&path).err().expect("missing file must fail");
+    assert!(matches!(&err, LocalError::ModelMissing { path: p } if p == &path), "{err:?}");
+    assert!(err.to_string().contains("make model"), "{err}");
+}
+
+#[test]
+fn truncated_copies_are_reported() {
+    let real = std::fs::read(default_model_path())
+        .unwrap_or_else(|e| panic!("{e}: {}", how_to_get_model()));
+    let dir = tempfile::tempdir().unwrap();
+    // Cut in the tensor data, and cut inside the metadata.
+    for len in [real.len() / 2, real.len() - 1, 1000] {
+        let path = dir.path().join(format!("cut-{len}.gguf"));
+        std::fs::write(&path, &real[..len]).unwrap();
+        let err = LocalModel::load(&path).err().expect("truncated file must fail");
+        assert!(matches!(err, LocalError::Truncated { .. }), "len {len}: {err:?}");
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+}
+
+#[test]
+fn non_gguf_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("text.gguf", &b"hello, this is not a model\n"[..]),
+        ("empty.gguf", &b""[..]),
+        ("ggml.bin", &b"lmgg\x01\x00\x00\x00"[..]),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = LocalModel::load(&path).err().expect("non-gguf must fail");
+        assert!(matches!(err, LocalError::NotGguf { .. }), "{name}: {err:?}");
+        assert!(err.to_string().contains("not a gguf"), "{err}");
+    }
+}
+
+/// A real (tiny) GGUF of a state-space model: valid file, architecture we do not run.
+fn write_mamba_gguf(path: &Path) {
+    let conv = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let conv = QTensor::quantize(&conv, GgmlDType::F32).unwrap();
+    let arch = gguf_file::Value::String("mamba".into());
+    let ctx = gguf_file::Value::U32(16);
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(
+        &mut f,
+        &[("general.architecture", &arch), ("mamba.context_length", &ctx)],
+        &[("blk.0.ssm_conv1d.weight", &conv)],
+    )
+    .unwrap();
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mamba.gguf");
+    write_mamba_gguf(&path);
+    let err = LocalModel::load(&path).err().expect("mamba must be refused");
+    assert!(
+        matches!(&err, LocalError::UnsupportedArchitecture(a) if a == "mamba"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("\"mamba\""), "{err}");
+}

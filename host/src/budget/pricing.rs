@@ -1,0 +1,246 @@
+//! Prices in integer nano-USD per million tokens, and what a call costs.
+//!
+//! The built-in table covers common paid models and the local model ($0);
+//! a JSON file (`--prices`) overrides and extends it. A paid provider with a
+//! model that has no price is refused before any call, never priced at $0.
+
+use super::{usd_to_nanos, BudgetError, Nanos, NANOS_PER_USD};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Nano-USD per 1M tokens (so 0.15 USD / 1M = 150_000_000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+}
+
+fn ceil_div_million(x: u128) -> Nanos {
+    x.div_ceil(1_000_000).min(u64::MAX as u128) as Nanos
+}
+
+impl Price {
+    pub const FREE: Price = Price { input: 0, output: 0, cache_read: 0 };
+
+    fn usd(input: f64, output: f64, cache_read: f64) -> Price {
+        let n = |usd: f64| (usd * NANOS_PER_USD as f64).round() as u64;
+        Price { input: n(input), output: n(output), cache_read: n(cache_read) }
+    }
+
+    pub fn is_free(&self) -> bool {
+        *self == Price::FREE
+    }
+
+    /// Worst case for a call: every input token at the input price, every
+    /// allowed output token at the output price. Rounded up.
+    pub fn worst_case(&self, input_tokens: u64, max_output: u64) -> Nanos {
+        ceil_div_million(input_tokens as u128 * self.input as u128 + max_output as u128 * self.output as u128)
+    }
+
+    /// Real cost: `(prompt - cached) x in + cached x cache_read + completion x out`. Rounded up.
+    pub fn cost(&self, prompt: u64, cached: u64, completion: u64) -> Nanos {
+        let cached = cached.min(prompt);
+        ceil_div_million(
+            (prompt - cached) as u128 * self.input as u128
+                + cached as u128 * self.cache_read as u128
+                + completion as u128 * self.output as u128,
+        )
+    }
+
+    /// Output tokens that fit in `budget` after the input's worst case.
+    pub fn output_tokens_within(&self, input_tokens: u64, budget: Nanos) -> u64 {
+        let input_cost = self.worst_case(input_tokens, 0);
+        if input_cost > budget {
+            return 0;
+        }
+        if self.output == 0 {
+            return u64::MAX;
+        }
+        // Largest t with ceil((in_part + t*out)/1e6) <= budget.
+        let room = budget as u128 * 1_000_000 - input_tokens as u128 * self.input as u128;
+        (room / self.output as u128).min(u64::MAX as u128) as u64
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PriceError {
+    #[error("cannot read price file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("price file {path} is not valid: {detail}")]
+    Invalid { path: String, detail: String },
+    #[error("price file {path}: model '{model}': {field} {problem}")]
+    BadValue { path: String, model: String, field: &'static str, problem: String },
+}
+
+/// One entry of a price file: USD per 1M tokens.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceEntry {
+    input: f64,
+    output: f64,
+    cache_read: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PriceTable {
+    prices: HashMap<String, Price>,
+}
+
+/// USD per 1M tokens: (model, input, output, cache read). Public list prices.
+const BUILT_IN: &[(&str, f64, f64, f64)] = &[
+    ("gpt-4o-mini", 0.15, 0.60, 0.075),
+    ("gpt-4o", 2.50, 10.00, 1.25),
+    ("gpt-4.1", 2.00, 8.00, 0.50),
+    ("gpt-4.1-mini", 0.40, 1.60, 0.10),
+    ("gpt-4.1-nano", 0.10, 0.40, 0.025),
+    ("claude-haiku-4-5", 1.00, 5.00, 0.10),
+    ("claude-sonnet-4-5", 3.00, 15.00, 0.30),
+    ("claude-opus-4-5", 5.00, 25.00, 0.50),
+    // Local models run on the user's machine: free unless a price file says otherwise.
+    ("smollm2-135m-instruct", 0.0, 0.0, 0.0),
+    ("smollm2", 0.0, 0.0, 0.0),
+];
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        let prices = BUILT_IN
+            .iter()
+            .map(|(m, i, o, c)| (m.to_string(), Price::usd(*i, *o, *c)))
+            .collect();
+        PriceTable { prices }
+    }
+}
+
+fn price_field(path: &str, model: &str, field: &'static str, usd: f64) -> Result<u64, PriceError> {
+    let bad = |problem: String| PriceError::BadValue { path: path.into(), model: model.into(), field, problem };
+    if !usd.is_finite() {
+        return Err(bad(format!("is not a finite number ({usd})")));
+    }
+    if usd < 0.0 {
+        return Err(bad(format!("is negative ({usd})")));
+    }
+    if usd == 0.0 {
+        return Ok(0);
+    }
+    usd_to_nanos(usd).map_err(|e| match e {
+        BudgetError::TooLarge(_) => bad(format!("{usd} USD per 1M tokens is absurdly large")),
+        other => bad(other.to_string()),
+    })
+}
+
+impl PriceTable {
+    /// Built-in prices overridden and extended by a JSON object
+    /// `{"model": {"input": 0.15, "output": 0.6, "cache_read": 0.075}}` (USD per 1M tokens).
+    pub fn with_overrides(mut self, path: &str, text: &str) -> Result<Self, PriceError> {
+        let entries: HashMap<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| PriceError::Invalid { path: path.into(), detail: format!("{e} (expected an object of model -> {{input, output, cache_read}})") })?;
+        for (model, value) in entries {
+            let e: PriceEntry = serde_json::from_value(value)
+                .map_err(|err| PriceError::Invalid { path: path.into(), detail: format!("model '{model}': {err}") })?;
+            let input = price_field(path, &model, "input", e.input)?;
+            let output = price_field(path, &model, "output", e.output)?;
+            let cache_read = match e.cache_read {
+                Some(c) => price_field(path, &model, "cache_read", c)?,
+                None => input,
+            };
+            self.prices.insert(model.to_lowercase(), Price { input, output, cache_read });
+        }
+        Ok(self)
+    }
+
+    pub fn load(path: &str) -> Result<Self, PriceError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PriceError::Read { path: path.into(), source })?;
+        PriceTable::default().with_overrides(path, &text)
+    }
+
+    /// Exact name first (case-insensitive), then without a dated suffix
+    /// (`gpt-4o-mini-2024-07-18` -> `gpt-4o-mini`), then without an Ollama tag (`:latest`).
+    pub fn get(&self, model: &str) -> Option<Price> {
+        let m = model.to_lowercase();
+        if let Some(p) = self.prices.get(&m) {
+            return Some(*p);
+        }
+        let undated = strip_date_suffix(&m);
+        if let Some(p) = self.prices.get(undated) {
+            return Some(*p);
+        }
+        m.split_once(':').and_then(|(base, _)| self.prices.get(base).copied())
+    }
+}
+
+fn strip_date_suffix(m: &str) -> &str {
+    // -YYYY-MM-DD or -YYYYMMDD
+    let b = m.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    if b.len() > 11 && b[b.len() - 11] == b'-' {
+        let t = &b[b.len() - 10..];
+        if digits(&t[0..4]) && t[4] == b'-' && digits(&t[5..7]) && t[7] == b'-' && digits(&t[8..10]) {
+            return &m[..m.len() - 11];
+        }
+    }
+    if b.len() > 9 && b[b.len() - 9] == b'-' && digits(&b[b.len() - 8..]) {
+        return &m[..m.len() - 9];
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_round_up_in_nanos() {
+        let p = PriceTable::default().get("gpt-4o-mini").unwrap();
+        assert_eq!(p.input, 150_000_000);
+        // 35 in, 48 out: 35*0.15 + 48*0.6 per 1M = 34.05 micro-USD
+        assert_eq!(p.cost(35, 0, 48), 34_050);
+        assert_eq!(p.cost(1, 0, 0), 150);
+        // cached tokens at the cache-read price
+        assert_eq!(p.cost(100, 100, 0), 7_500);
+        assert_eq!(p.worst_case(35, 48), 34_050);
+    }
+
+    #[test]
+    fn output_tokens_within_is_tight() {
+        let p = PriceTable::default().get("gpt-4o").unwrap();
+        for budget in [0u64, 1, 2_500, 10_000, 123_456_789] {
+            let t = p.output_tokens_within(40, budget);
+            if t > 0 {
+                assert!(p.worst_case(40, t) <= budget);
+            }
+            assert!(p.worst_case(40, t + 1) > budget || p.worst_case(40, 0) > budget);
+        }
+    }
+
+    #[test]
+    fn lookup_variants() {
+        let t = PriceTable::default();
+        assert!(t.get("GPT-4o-mini-2024-07-18").is_some());
+        assert!(t.get("gpt-4o-mini-20240718").is_some());
+        assert!(t.get("smollm2:latest").is_some());
+        assert!(t.get("no-such-model").is_none());
+    }
+
+    #[test]
+    fn overrides_and_bad_files() {
+        let t = PriceTable::default()
+            .with_overrides("p.json", r#"{"smollm2-135m-instruct": {"input": 1.0, "output": 2.0}}"#)
+            .unwrap();
+        let p = t.get("smollm2-135m-instruct").unwrap();
+        assert_eq!((p.input, p.output, p.cache_read), (1_000_000_000, 2_000_000_000, 1_000_000_000));
+        for bad in [
+            "not json",
+            "[]",
+            r#"{"m": {"input": 1.0}}"#,
+            r#"{"m": {"input": "1", "output": 1}}"#,
+            r#"{"m": {"input": -1, "output": 1}}"#,
+            r#"{"m": {"input": 1e300, "output": 1}}"#,
+            r#"{"m": {"input": 1, "output": 1, "extra": 2}}"#,
+        ] {
+            let e = PriceTable::default().with_overrides("p.json", bad);
+            assert!(e.is_err(), "{bad} accepted");
+            assert!(e.unwrap_err().to_string().contains("p.json"));
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The command line: clap structs live only here and are converted once into
+//! a typed `RunConfig`; nothing past this module sees clap.
+
+use crate::budget::{parse_usd, PriceTable};
+use crate::interrupt::Mode;
+use crate::llm::{ollama, openai, scripted, Provider};
+use crate::run::{Console, RunConfig, DEFAULT_MAX_MESSAGES, DEFAULT_MAX_REQUEST_BYTES};
+use crate::BadInput;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "host", version, about = "Run WebAssembly LLM agents under a hard USD budget")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an agent component under a budget.
+    Run(RunArgs),
+    /// Say whether a .wasm is an agent or a hook, and whether this host can run it.
+    Validate { file: PathBuf },
+    /// Continue a run from a checkpoint.
+    Resume(ResumeArgs),
+    /// Show what a checkpoint holds.
+    Inspect {
+        checkpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile a component ahead of time into the cache (tied to this host build and machine).
+    Precompile {
+        file: PathBuf,
+        /// Also write the artifact here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible /v1/chat/completions server.
+    Openai,
+    /// Ollama's /api/chat.
+    Ollama,
+    /// Replays responses from a JSON file (--script); for tests and demos.
+    Scripted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeArg {
+    Graceful,
+    Immediate,
+}
+
+#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunArgs {
+    /// The agent component (.wasm, world `agent`).
+    pub agent: PathBuf,
+    /// Hard limit in USD, e.g. 1.0 (never exceeded).
+    #[arg(long)]
+    pub budget: String,
+    /// The task given to the agent's init.
+    #[arg(long, default_value = "Write a short essay about the history of artificial intelligence.")]
+    pub task: String,
+    /// Stop after this many cycles if the agent has not finished.
+    #[arg(long, default_value_t = 100)]
+    pub max_cycles: u32,
+    #[arg(long, value_enum, default_value = "scripted")]
+    pub provider: ProviderKind,
+    /// Model name sent to the provider and used for pricing.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// OpenAI-compatible base URL, including /v1.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Ollama address (scheme optional).
+    #[arg(long, env = "OLLAMA_HOST")]
+    pub ollama_host: Option<String>,
+    /// JSON script for --provider scripted.
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// JSON price file (USD per 1M tokens) overriding and extending the built-in table.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Warning thresholds as fractions of the budget.
+    #[arg(long, default_value = "0.5,0.8,0.9")]
+    pub warn: String,
+    /// Limit on guest instructions (wasmtime fuel) for the whole run.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory limit per wasm instance, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory_mb: u64,
+    /// Wall-clock limit for the run, e.g. 30s, 2m, 500ms.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// How a budget stop behaves: finish the step, or cancel the guest now.
+    #[arg(long, value_enum, default_value = "graceful")]
+    pub mode: ModeArg,
+    /// Directory for checkpoints and the default log [default: .host/checkpoints/<agent>].
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Audit log (JSON lines) [default: <checkpoint-dir>/budget_monitoring.jsonl].
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Print one JSON summary on stdout (human output goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Only errors on the console.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Max output tokens for a call that does not ask for a number.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: u32,
+    /// Refuse (rather than shorten) a call when fewer output tokens than this fit the budget.
+    #[arg(long, default_value_t = 16)]
+    pub min_output_tokens: u32,
+    /// Sampling temperature for calls that do not set one.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Per-request provider timeout, e.g. 120s.
+    #[arg(long, default_value = "120s")]
+    pub provider_timeout: String,
+    /// Largest request (sum of message bytes) a guest may send.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Most messages in one request.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGES)]
+    pub max_messages: usize,
+    /// Do not read or write the compiled-artifact cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Write a checkpoint every N completed cycles (0: only on interrupt and at the end).
+    #[arg(long, default_value_t = 5)]
+    pub checkpoint_every: u32,
+    /// Keep the newest N checkpoints in the checkpoint directory.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retain: u64,
+    /// Do not write a checkpoint when the run is interrupted.
+    #[arg(long)]
+    pub no_checkpoint_on_interrupt: bool,
+    /// A budget hook component, `FILE.wasm` or `FILE.wasm=CONFIG`; repeatable, first = highest priority.
+    #[arg(long = "hook", value_name = "FILE[=CONFIG]")]
+    pub hooks: Vec<String>,
+    /// What a hook that traps, loops or answers nonsense does: deny and stop (closed) or get disabled (open).
+    #[arg(long, value_enum, default_value = "closed")]
+    pub hook_failure: crate::hooks::FailurePolicy,
+    /// Fuel for each hook event.
+    #[arg(long, default_value_t = 50_000_000)]
+    pub hook_fuel: u64,
+    /// Wall-clock limit for each hook event, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub hook_timeout_ms: u64,
+    /// Memory limit per hook instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub hook_memory_mb: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The checkpoint to continue from (.jsonl.gz).
+    #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+    pub checkpoint: Option<PathBuf>,
+    /// Pick the newest checkpoint in this directory.
+    #[arg(long, value_name = "DIR")]
+    pub latest: Option<PathBuf>,
+    /// With --latest: if the newest checkpoint is damaged, use the newest valid older one.
+    #[arg(long, requires = "latest")]
+    pub fallback: bool,
+    /// New total limit in USD (must be at least what was already spent); default: the old limit.
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// New fuel limit for the whole run (must be above what was already used).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// New --max-cycles.
+    #[arg(long)]
+    pub max_cycles: Option<u32>,
+    /// Resume even though the agent's bytes changed since the checkpoint.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `30s`, `2m`, `1h`, `500ms`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, BadInput> {
+    let t = text.trim();
+    let bad = || BadInput(format!("'{text}' is not a duration (examples: 30s, 2m, 500ms)"));
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 86400.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn parse_warn(text: &str) -> Result<Vec<f64>, BadInput> {
+    if text.trim().is_empty() || text.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|p| {
+            let v: f64 = p.trim().parse().map_err(|_| BadInput(format!("--warn: '{p}' is not a number")))?;
+            if !v.is_finite() || v <= 0.0 || v > 1.0 {
+                return Err(BadInput(format!("--warn: {p} must be a fraction of the budget in (0, 1]")));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+fn run_id(agent: &str) -> String {
+    let now = chrono::Local::now().format("%Y%m%d_%H%M%S");
+    let nonce: u32 = std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos());
+    format!("{agent}-{now}-{:04x}", nonce & 0xffff)
+}
+
+impl RunArgs {
+    /// Validate everything and build the typed config (and the provider) once.
+    pub fn into_config(self) -> Result<RunConfig, BadInput> {
+        let settings = serde_json::to_value(&self).expect("run arguments serialise");
+        let budget = parse_usd(&self.budget).map_err(|e| BadInput(format!("--budget: {e}")))?;
+        let warn = parse_warn(&self.warn)?;
+        if self.fuel == Some(0) {
+            return Err(BadInput("--fuel must be at least 1".into()));
+        }
+        if self.memory_mb == 0 || self.memory_mb > 64 * 1024 {
+            return Err(BadInput(format!("--memory-mb {} is outside 1..=65536", self.memory_mb)));
+        }
+        if self.max_tokens == 0 {
+            return Err(BadInput("--max-tokens must be at least 1".into()));
+        }
+        if let Some(t) = self.temperature {
+            if !t.is_finite() || !(0.0..=2.0).contains(&t) {
+                return Err(BadInput(format!("--temperature {t} is outside 0..=2")));
+            }
+        }
+        let timeout = self.timeout.as_deref().map(parse_duration).transpose()?;
+        let provider_timeout = parse_duration(&self.provider_timeout)?;
+        let prices = match &self.prices {
+            Some(p) => PriceTable::load(&p.to_string_lossy()).map_err(|e| BadInput(e.to_string()))?,
+            None => PriceTable::default(),
+        };
+        let (provider, default_model): (Arc<dyn Provider>, String) = match self.provider {
+            ProviderKind::Openai => {
+                let base = self.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
+                if !(base.starts_with("http://") || base.starts_with("https://")) {
+                    return Err(BadInput(format!("--base-url '{base}' must start with http:// or https://")));
+                }
+                let key = std::env::var("OPENAI_API_KEY").ok();
+                (Arc::new(openai::OpenAi::new(&base, key, provider_timeout)), "gpt-4o-mini".into())
+            }
+            ProviderKind::Ollama => {
+                let host = self.ollama_host.clone().unwrap_or_else(|| ollama::DEFAULT_HOST.into());
+                (Arc::new(ollama::Ollama::new(&host, provider_timeout)), "llama3.1".into())
+            }
+            ProviderKind::Scripted => {
+                let path = self.script.as_ref().ok_or_else(|| BadInput("--provider scripted needs --script FILE".into()))?;
+                let s = scripted::Scripted::load(&path.to_string_lossy()).map_err(BadInput)?;
+                let model = s.model().to_string();
+                (Arc::new(s), model)
+            }
+        };
+        let model = self.model.clone().unwrap_or(default_model);
+        // A paid provider never runs a model it cannot price.
+        if provider.is_paid() && prices.get(&model).is_none() {
+            return Err(BadInput(format!(
+                "no price for model '{model}' with the {} provider: add it to a --prices file (USD per 1M tokens), e.g. {{\"{model}\": {{\"input\": 0.15, \"output\": 0.6}}}}",
+                provider.name()
+            )));
+        }
+        let stem = self.agent.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into());
+        let checkpoint_dir = self.checkpoint_dir.clone().unwrap_or_else(|| PathBuf::from(".host/checkpoints").join(&stem));
+        let log = self.log.clone().unwrap_or_else(|| checkpoint_dir.join("budget_monitoring.jsonl"));
+        Ok(RunConfig {
+            run_id: run_id(&stem),
+            agent: self.agent,
+            task: self.task,
+            budget,
+            warn,
+            max_cycles: self.max_cycles,
+            fuel: self.fuel,
+            memory_bytes: (self.memory_mb << 20) as usize,
+            timeout,
+            mode: match self.mode {
+                ModeArg::Graceful => Mode::Graceful,
+                ModeArg::Immediate => Mode::Immediate,
+            },
+            provider,
+            model,
+            prices,
+            default_max_tokens: self.max_tokens,
+            max_tokens_cap: self.max_tokens.max(8192),
+            min_output_tokens: self.min_output_tokens.max(1),
+            temperature: self.temperature,
+            checkpoint_dir,
+            log,
+            console: Console { json: self.json, quiet: self.quiet },
+            max_request_bytes: self.max_request_bytes,
+            max_messages: self.max_messages,
+            cache_dir: if self.no_cache { None } else { crate::engine::default_cache_dir() },
+            checkpoint_every: self.checkpoint_every,
+            retain: self.retain as usize,
+            checkpoint_on_interrupt: !self.no_checkpoint_on_interrupt,
+            settings,
+            resume: None,
+            hooks: self.hooks.iter().map(|h| crate::hooks::HookSpec::parse(h)).collect(),
+            hook_limits: crate::hooks::HookLimits {
+                fuel_per_event: self.hook_fuel.max(1),
+                ticks_per_event: (self.hook_timeout_ms / 10).max(1),
+                memory_bytes: (self.hook_memory_mb.clamp(1, 4096) << 20) as usize,
+            },
+            hook_failure: self.hook_failure,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        for bad in ["", "0s", "-1s", "abc", "5x", "nan"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn warn_thresholds() {
+        assert_eq!(parse_warn("0.5,0.8,0.9").unwrap(), vec![0.5, 0.8, 0.9]);
+        assert!(parse_warn("none").unwrap().is_empty());
+        for bad in ["0", "1.5", "x", "NaN", "0.5,,0.8"] {
+            assert!(parse_warn(bad).is_err(), "{bad}");
+        }
+    }
+}

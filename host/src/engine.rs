@@ -1,0 +1,296 @@
+//! wasmtime: engine configuration, the compiled-artifact cache, component checks.
+//!
+//! The engine knows nothing of money. It compiles each component once and keeps
+//! the artifact on disk keyed by the wasm's sha256 and the engine's build, so a
+//! second start skips Cranelift. A cache entry that is corrupt or from another
+//! host build is detected and rebuilt, never loaded.
+
+use crate::bindings::{WIT_PACKAGE, WIT_VERSION};
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+/// How often the epoch ticks: the resolution of timeouts and immediate interrupts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub fn new_engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    // Bounded native stack per guest: deep recursion traps instead of crashing the host.
+    config.max_wasm_stack(1 << 20);
+    let engine = Engine::new(&config)?;
+    // One ticker per engine: drives timeouts and immediate interrupts.
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+        })?;
+    Ok(engine)
+}
+
+/// What kind of wasm binary a file is, read from its preamble.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WasmKind {
+    Component,
+    CoreModule,
+    NotWasm,
+}
+
+pub fn wasm_kind(bytes: &[u8]) -> WasmKind {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return WasmKind::NotWasm;
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => WasmKind::CoreModule,
+        [_, _, 1, 0] => WasmKind::Component,
+        _ => WasmKind::NotWasm,
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A plugin read from disk, with its hash.
+pub struct PluginFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+impl PluginFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        match wasm_kind(&bytes) {
+            WasmKind::Component => {}
+            WasmKind::CoreModule => bail!(
+                "{} is a core wasm module, not a component: build it for wasm32-wasip2 or wrap it with a component adapter",
+                path.display()
+            ),
+            WasmKind::NotWasm => bail!("{} is not a WebAssembly file", path.display()),
+        }
+        let sha256 = sha256_hex(&bytes);
+        Ok(PluginFile { path: path.to_path_buf(), bytes, sha256 })
+    }
+}
+
+/// Compiles components, through an on-disk cache when one is configured.
+pub struct Compiler {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+}
+
+/// Where compiled artifacts live: `$BUDGET_HOST_CACHE`, else `$XDG_CACHE_HOME/budget-host`,
+/// else `~/.cache/budget-host`. `None` disables the cache.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("BUDGET_HOST_CACHE") {
+        return (!d.is_empty()).then(|| PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("budget-host"))
+}
+
+impl Compiler {
+    pub fn new(engine: Engine, cache_dir: Option<PathBuf>) -> Self {
+        Compiler { engine, cache_dir }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Cache key: the wasm's hash plus everything that makes an artifact loadable
+    /// only by this exact engine (wasmtime version, config, target).
+    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let dir = self.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Compile (or load from cache) and return the component and whether the cache hit.
+    pub fn load(&self, plugin: &PluginFile) -> Result<(Component, bool)> {
+        let path = self.artifact_path(&plugin.sha256);
+        if let Some(p) = &path {
+            if let Some(c) = self.load_cached(p) {
+                return Ok((c, true));
+            }
+        }
+        let component = Component::new(&self.engine, &plugin.bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", plugin.path.display()))?;
+        if let Some(p) = &path {
+            // A cache we cannot write only costs speed; never fail a run for it.
+            let _ = self.store_cached(p, &component);
+        }
+        Ok((component, false))
+    }
+
+    /// Entries are `sha256(body) ++ body`: a flipped bit is caught before wasmtime sees it.
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        let data = std::fs::read(path).ok()?;
+        if data.len() < 32 || Sha256::digest(&data[32..]).as_slice() != &data[..32] {
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        // SAFETY: the bytes were written by `store_cached` for this engine build
+        // (the file name carries the compatibility hash) and their checksum matches.
+        match unsafe { Component::deserialize(&self.engine, &data[32..]) } {
+            Ok(c) => Some(c),
+            Err(_) => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, path: &Path, component: &Component) -> Result<()> {
+        let body = component.serialize()?;
+        let mut data = Sha256::digest(&body).to_vec();
+        data.extend_from_slice(&body);
+        write_atomic(path, &data)
+    }
+
+    /// Write an artifact next to the wasm (`host precompile`).
+    pub fn precompile(&self, plugin: &PluginFile, out: &Path) -> Result<()> {
+        let component = Component::new(&self.engine, &plugin.bytes)?;
+        let body = component.serialize()?;
+        let mut data = Sha256::digest(&body).to_vec();
+        data.extend_from_slice(&body);
+        write_atomic(out, &data)
+    }
+}
+
+pub use crate::durable::write_atomic;
+
+/// Which of our worlds a component implements, from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Agent,
+    Hook,
+}
+
+impl World {
+    pub fn name(&self) -> &'static str {
+        match self {
+            World::Agent => "agent",
+            World::Hook => "hook",
+        }
+    }
+    fn export(&self) -> &'static str {
+        match self {
+            World::Agent => "run",
+            World::Hook => "policy",
+        }
+    }
+}
+
+/// The component's imports and exports by name.
+pub struct Surface {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+pub fn surface(engine: &Engine, c: &Component) -> Surface {
+    let ty = c.component_type();
+    Surface {
+        imports: ty.imports(engine).map(|(n, _)| n.to_string()).collect(),
+        exports: ty.exports(engine).map(|(n, _)| n.to_string()).collect(),
+    }
+}
+
+/// Check that a component exports `want`'s interface at a compatible version,
+/// naming what is missing or mismatched.
+pub fn check_world(engine: &Engine, c: &Component, want: World, path: &Path) -> Result<()> {
+    let s = surface(engine, c);
+    let iface = format!("{WIT_PACKAGE}/{}", want.export());
+    let major = WIT_VERSION.split('.').take(2).collect::<Vec<_>>().join(".");
+    match s.exports.iter().find(|e| e.starts_with(&format!("{iface}@"))) {
+        Some(e) => {
+            let version = e.rsplit('@').next().unwrap_or("");
+            // 0.x: the minor number is the major for semver purposes.
+            if !version.starts_with(&format!("{major}.")) && version != major {
+                bail!(
+                    "{} implements the {} world of WIT {WIT_PACKAGE}@{version}, but this host speaks {WIT_PACKAGE}@{WIT_VERSION}; rebuild it against this host's wit/",
+                    path.display(),
+                    want.name()
+                );
+            }
+            Ok(())
+        }
+        None => {
+            let found = if s.exports.is_empty() { "nothing".to_string() } else { s.exports.join(", ") };
+            let other = match want {
+                World::Agent => World::Hook,
+                World::Hook => World::Agent,
+            };
+            let hint = if s.exports.iter().any(|e| e.starts_with(&format!("{WIT_PACKAGE}/{}@", other.export()))) {
+                format!(" (it is a {}, not an {})", other.name(), want.name())
+            } else {
+                String::new()
+            };
+            bail!(
+                "{} does not implement the {} world: it must export {iface}@{WIT_VERSION}, but exports {found}{hint}",
+                path.display(),
+                want.name()
+            )
+        }
+    }
+}
+
+/// The world a component implements, if any.
+pub fn detect_world(engine: &Engine, c: &Component) -> Option<World> {
+    let s = surface(engine, c);
+    [World::Agent, World::Hook]
+        .into_iter()
+        .find(|w| s.exports.iter().any(|e| e.starts_with(&format!("{WIT_PACKAGE}/{}@", w.export()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_wasm_kinds_apart() {
+        assert_eq!(wasm_kind(b"\0asm\x01\0\0\0"), WasmKind::CoreModule);
+        assert_eq!(wasm_kind(b"\0asm\x0d\0\x01\0"), WasmKind::Component);
+        assert_eq!(wasm_kind(b"hello world"), WasmKind::NotWasm);
+        assert_eq!(wasm_kind(b""), WasmKind::NotWasm);
+    }
+
+    #[test]
+    fn cache_rebuilds_corrupt_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = new_engine().unwrap();
+        let compiler = Compiler::new(engine, Some(dir.path().to_path_buf()));
+        let wat = r#"(component)"#;
+        let bytes = wat::parse_str(wat).unwrap();
+        let plugin = PluginFile { path: "x.wasm".into(), sha256: sha256_hex(&bytes), bytes };
+        let (_, hit) = compiler.load(&plugin).unwrap();
+        assert!(!hit);
+        let (_, hit) = compiler.load(&plugin).unwrap();
+        assert!(hit);
+        // Flip a bit in the artifact: detected, rebuilt, not loaded.
+        let entry = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let mut data = std::fs::read(&entry).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        std::fs::write(&entry, data).unwrap();
+        let (_, hit) = compiler.load(&plugin).unwrap();
+        assert!(!hit);
+        let (_, hit) = compiler.load(&plugin).unwrap();
+        assert!(hit);
+    }
+}

@@ -1,0 +1,150 @@
+//! Why a run stops, how, and the exit code each reason maps to.
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Budget,
+    Fuel,
+    Timeout,
+    Signal,
+    Hook,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Graceful,
+    Immediate,
+}
+
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::Budget => "budget",
+            Source::Fuel => "fuel",
+            Source::Timeout => "timeout",
+            Source::Signal => "signal",
+            Source::Hook => "hook",
+            Source::Error => "error",
+        }
+    }
+
+    /// Documented in the README; scripts rely on them.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Source::Error => exit::FAILURE,
+            Source::Budget => exit::BUDGET,
+            Source::Fuel => exit::FUEL,
+            Source::Timeout => exit::TIMEOUT,
+            Source::Hook => exit::HOOK,
+            Source::Signal => exit::SIGNAL,
+        }
+    }
+}
+
+impl Mode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Graceful => "graceful",
+            Mode::Immediate => "immediate",
+        }
+    }
+}
+
+pub mod exit {
+    pub const COMPLETED: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const BUDGET: i32 = 3;
+    pub const FUEL: i32 = 4;
+    pub const TIMEOUT: i32 = 5;
+    pub const HOOK: i32 = 6;
+    pub const SIGNAL: i32 = 130;
+}
+
+/// A request to stop the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interrupt {
+    pub source: Source,
+    pub mode: Mode,
+    pub message: String,
+    pub timestamp: String,
+}
+
+impl Interrupt {
+    pub fn new(source: Source, mode: Mode, message: impl Into<String>) -> Self {
+        Interrupt { source, mode, message: message.into(), timestamp: crate::audit::timestamp() }
+    }
+}
+
+/// Requests from outside the guest (signals): graceful first, then immediate.
+/// Shared by every agent of a process.
+#[derive(Default)]
+pub struct StopSignal {
+    level: AtomicU8,
+    notify: Notify,
+}
+
+impl StopSignal {
+    pub fn new() -> Arc<Self> {
+        Arc::new(StopSignal::default())
+    }
+    /// Escalates: the first request is graceful, any further one immediate.
+    pub fn request(&self) -> Mode {
+        let prev = self.level.fetch_add(1, Ordering::SeqCst);
+        let mode = if prev == 0 { Mode::Graceful } else { Mode::Immediate };
+        if mode == Mode::Immediate {
+            self.notify.notify_waiters();
+        }
+        mode
+    }
+    pub fn requested(&self) -> Option<Mode> {
+        match self.level.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(Mode::Graceful),
+            _ => Some(Mode::Immediate),
+        }
+    }
+    pub fn immediate(&self) -> bool {
+        self.level.load(Ordering::SeqCst) >= 2
+    }
+    /// Resolves once an immediate stop is requested.
+    pub async fn wait_immediate(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.immediate() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_escalate() {
+        let s = StopSignal::new();
+        assert_eq!(s.requested(), None);
+        assert_eq!(s.request(), Mode::Graceful);
+        assert!(!s.immediate());
+        assert_eq!(s.request(), Mode::Immediate);
+        assert!(s.immediate());
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let codes: std::collections::HashSet<_> =
+            [Source::Budget, Source::Fuel, Source::Timeout, Source::Signal, Source::Hook, Source::Error].iter().map(|s| s.exit_code()).collect();
+        assert_eq!(codes.len(), 6);
+    }
+}

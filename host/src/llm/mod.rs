@@ -1,0 +1,121 @@
+//! LLM providers behind one trait.
+//!
+//! A provider turns a `ChatRequest` into a `ChatResponse` and knows nothing of
+//! budgets: pricing, reservations and retries' accounting live in `run`.
+//! API keys stay inside the provider that holds them: they never reach a
+//! guest, a log line, a checkpoint or an error message.
+
+pub mod http;
+pub mod ollama;
+pub mod openai;
+pub mod retry;
+pub mod scripted;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub model: String,
+    /// Always explicit: the provider is never left to pick an output length.
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    /// Calls settled so far in this run (survives resume); the scripted
+    /// provider uses it to pick its response deterministically.
+    pub call_index: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatResponse {
+    pub text: String,
+    pub model: String,
+    /// None when the provider did not report usage: the host then charges the reservation.
+    pub usage: Option<Usage>,
+    pub finish_reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot connect to {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error("request to {url} timed out after {secs} s")]
+    Timeout { url: String, secs: u64 },
+    #[error("{url} answered HTTP {status}: {message}")]
+    Status { url: String, status: u16, message: String, retry_after: Option<std::time::Duration> },
+    #[error("{url} sent a malformed response: {detail}")]
+    Malformed { url: String, detail: String },
+    #[error("{url} sent a response larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("the connection to {url} broke while reading the response: {detail}")]
+    Broken { url: String, detail: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ProviderError {
+    /// Worth another try: 429, 5xx, connection errors, timeouts, broken bodies.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ProviderError::Connect { .. } | ProviderError::Timeout { .. } | ProviderError::Broken { .. } => true,
+            ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The request may have been processed (and billed) although we got no usable
+    /// answer: the host charges the reservation rather than guess zero.
+    pub fn maybe_billed(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Timeout { .. } | ProviderError::Broken { .. } | ProviderError::Malformed { .. } | ProviderError::TooLarge { .. }
+        )
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// `openai`, `ollama`, `local`, `scripted`.
+    fn name(&self) -> &'static str;
+    /// A one-line description for the run banner (never includes a key).
+    fn describe(&self) -> String;
+    /// Whether a model without a price must be refused (paid APIs) or is free (local).
+    fn is_paid(&self) -> bool;
+    /// Upper bound on the request's input tokens; exact where the tokenizer is known.
+    fn input_token_bound(&self, req: &ChatRequest) -> Result<u64, ProviderError> {
+        Ok(crate::budget::tokens::input_token_bound(req.messages.iter().map(|m| m.content.as_str())))
+    }
+    async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+}

@@ -1,0 +1,81 @@
+//! Replays a JSON script of responses with their usage: reproducible demos and
+//! tests, priced like the model it names. Output is labelled as scripted.
+//!
+//! Response `i` answers the run's call number `i` (modulo the script length),
+//! so a resumed run continues the script exactly where it stopped.
+
+use super::{ChatRequest, ChatResponse, Provider, ProviderError, Usage};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    /// The model the responses are priced as (e.g. "gpt-4o").
+    pub model: String,
+    pub responses: Vec<ScriptedResponse>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedResponse {
+    pub text: String,
+    /// Absent: input tokens are the request's byte-level bound's real part
+    /// (content bytes / 4, at least 1); output tokens are required.
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Replays a provider that reports no usage.
+    #[serde(default)]
+    pub omit_usage: bool,
+}
+
+pub struct Scripted {
+    path: String,
+    script: Script,
+}
+
+impl Scripted {
+    pub fn load(path: &str) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read script {path}: {e}"))?;
+        let script: Script = serde_json::from_str(&text).map_err(|e| format!("script {path} is not valid: {e}"))?;
+        if script.responses.is_empty() {
+            return Err(format!("script {path} has no responses"));
+        }
+        Ok(Scripted { path: path.into(), script })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.script.model
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn describe(&self) -> String {
+        format!("SCRIPTED responses replayed from {} (no real model)", self.path)
+    }
+    fn is_paid(&self) -> bool {
+        true
+    }
+    async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let n = self.script.responses.len() as u64;
+        let r = &self.script.responses[(req.call_index % n) as usize];
+        let prompt = r.prompt_tokens.unwrap_or_else(|| {
+            let bytes: usize = req.messages.iter().map(|m| m.content.len()).sum();
+            (bytes as u64 / 4).max(1)
+        });
+        // Honour max_tokens as a real server would: cut the text, finish "length".
+        let (text, completion, finish) = if r.completion_tokens > req.max_tokens as u64 {
+            let keep = (r.text.chars().count() as u64 * req.max_tokens as u64 / r.completion_tokens.max(1)) as usize;
+            (r.text.chars().take(keep).collect(), req.max_tokens as u64, "length")
+        } else {
+            (r.text.clone(), r.completion_tokens, "stop")
+        };
+        let usage = (!r.omit_usage).then_some(Usage { input_tokens: prompt, output_tokens: completion, cached_tokens: r.cached_tokens });
+        Ok(ChatResponse { text, model: self.script.model.clone(), usage, finish_reason: finish.into() })
+    }
+}

@@ -1,0 +1,144 @@
+//! An agent that misbehaves on purpose, to prove the host survives it.
+//!
+//! The task is `<behaviour>[:<cycle>]`: behave well (one small LLM call per
+//! cycle) until cycle `<cycle>` (default 1), then:
+//! `loop` spin forever; `trap` panic; `alloc` allocate without bound;
+//! `recurse` recurse without bound; `files` try to read a file, the environment
+//! and a socket and report what it got; `big-prompt` send a 100 MB prompt;
+//! `many-messages` send 100,000 messages; `big-snapshot` grow its state to
+//! 64 MiB so `snapshot` returns it; `trap-snapshot` / `trap-restore` panic there;
+//! `slow` burn fuel in a long loop then finish; `calls:<n>` make n calls per cycle.
+
+use guest_sdk::{llm, log, Agent, CompletionRequest, Message, Role, Step};
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Chaos {
+    #[serde(serialize_with = "ser_behaviour", deserialize_with = "de_behaviour")]
+    behaviour: String,
+    at: u32,
+    calls: u32,
+    ballast: Vec<u8>,
+}
+
+fn small_call(cycle: u32) -> Result<(), String> {
+    llm::chat(None, &format!("cycle {cycle}: say ok"), Some(16), Some(&format!("chaos_cycle_{cycle}")))
+        .map(|_| ())
+        .map_err(|e| e.message())
+}
+
+/// `snapshot` traps once armed; `restore` traps for `trap-restore` runs.
+fn ser_behaviour<S: serde::Serializer>(b: &String, s: S) -> Result<S::Ok, S::Error> {
+    if b == "trap-snapshot-armed" {
+        panic!("chaos: trap in snapshot");
+    }
+    s.serialize_str(b)
+}
+
+fn de_behaviour<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let b = String::deserialize(d)?;
+    if b == "trap-restore" {
+        panic!("chaos: trap in restore");
+    }
+    Ok(b)
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    let buf = [n; 64];
+    recurse(n + buf[(n % 64) as usize]) + 1
+}
+
+impl Agent for Chaos {
+    fn init(&mut self, task: &str) -> Result<(), String> {
+        let (b, at) = task.split_once(':').unwrap_or((task, "1"));
+        self.behaviour = b.to_string();
+        self.at = at.parse().map_err(|_| format!("bad cycle in task '{task}'"))?;
+        Ok(())
+    }
+
+    fn step(&mut self, cycle: u32) -> Result<Step, String> {
+        if self.behaviour == "calls" {
+            for _ in 0..self.at {
+                small_call(cycle)?;
+                self.calls += 1;
+            }
+            return Ok(Step::Continue(format!("{} calls so far", self.calls)));
+        }
+        if cycle < self.at {
+            small_call(cycle)?;
+            self.calls += 1;
+            return Ok(Step::Continue(format!("behaving, {} calls", self.calls)));
+        }
+        match self.behaviour.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "trap" => panic!("chaos: trap in step {cycle}"),
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => Ok(Step::Continue(format!("{}", recurse(cycle as u64)))),
+            "files" => {
+                let file = std::fs::read_to_string("/etc/passwd").map(|s| s.len().to_string()).unwrap_or_else(|e| format!("denied ({e})"));
+                let env = std::env::vars().count();
+                let home = std::env::var("HOME").unwrap_or_else(|_| "unset".into());
+                let sock = std::net::TcpStream::connect("127.0.0.1:80").map(|_| "connected".to_string()).unwrap_or_else(|e| format!("denied ({e})"));
+                let report = format!("file={file} env_vars={env} HOME={home} socket={sock}");
+                log::info(&report);
+                Ok(Step::Done(report))
+            }
+            "big-prompt" => {
+                let content = "x".repeat(100 << 20);
+                let r = llm::complete(&CompletionRequest {
+                    messages: vec![Message { role: Role::User, content }],
+                    model: None,
+                    max_tokens: Some(16),
+                    temperature: None,
+                    operation: None,
+                });
+                Ok(Step::Done(match r {
+                    Ok(_) => "accepted".into(),
+                    Err(e) => format!("refused: {}", e.message()),
+                }))
+            }
+            "many-messages" => {
+                let messages = (0..100_000).map(|i| Message { role: Role::User, content: format!("{i}") }).collect();
+                let r = llm::complete(&CompletionRequest { messages, model: None, max_tokens: Some(16), temperature: None, operation: None });
+                Ok(Step::Done(match r {
+                    Ok(_) => "accepted".into(),
+                    Err(e) => format!("refused: {}", e.message()),
+                }))
+            }
+            "big-snapshot" => {
+                self.ballast = vec![7u8; 64 << 20];
+                Ok(Step::Continue("grew state to 64 MiB".into()))
+            }
+            "trap-snapshot" => {
+                self.behaviour = "trap-snapshot-armed".into();
+                Ok(Step::Continue("armed".into()))
+            }
+            "slow" => {
+                let mut x: u64 = 0;
+                for i in 0..50_000_000u64 {
+                    x = std::hint::black_box(x ^ i);
+                }
+                Ok(Step::Done(format!("{x}")))
+            }
+            _ => {
+                small_call(cycle)?;
+                self.calls += 1;
+                Ok(Step::Continue(format!("behaving, {} calls", self.calls)))
+            }
+        }
+    }
+}
+
+guest_sdk::export_agent!(Chaos);

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `host` binary on real plugin components built
+//! from `plugins/` (by `make plugins`), against in-test servers that speak
+//! the recorded wire formats.
+
+mod basics;
+mod checkpoints;
+mod hooks;
+mod interrupts;
+mod util;
