@@ -19,9 +19,8 @@ import essay
 _essay = essay.Essay()
 
 
-def _finish(cycle):
-    written = len(_essay.written())
-    log.log(Level.INFO, f"essay: finished at cycle {cycle} with {written} of {essay.CYCLES} sections")
+def _done():
+    log.log(Level.INFO, f"essay: finished with {len(_essay.written())} of {essay.CYCLES} sections written")
     return StepOutcome_Done(_essay.text())
 
 
@@ -31,46 +30,51 @@ class Run(exports.Run):
         _essay = essay.Essay(task)
 
     def step(self, cycle):
-        if _essay.stopped is not None or cycle > essay.CYCLES:
-            return _finish(cycle)
-        if cycle < 1:
-            raise Err(f"essay: cycles start at 1, got {cycle}")
-        system, user = _essay.prompt(cycle)
+        section = _essay.next_section()
+        if section is None:
+            return _done()
+        system, user = _essay.prompt(section)
         req = CompletionRequest(
             messages=[Message(Role.SYSTEM, system), Message(Role.USER, user)],
             model=None,
             max_tokens=essay.SECTION_MAX_TOKENS,
             temperature=0.7,
-            operation=essay.operation(cycle),
+            operation=essay.operation(section),
         )
-        title = essay.title(cycle)
+        progress = f"{essay.title(section)}..."
         try:
             done = llm.complete(req)
         except Err as err:
             e = err.value
             if isinstance(e, LlmError_BudgetExhausted):
-                s = e.value
-                reason = f"budget exhausted at cycle {cycle} (${s.spent_usd:.4f} of ${s.limit_usd:.4f})"
-                log.log(Level.WARN, f"essay: {reason}; keeping what is written")
-                _essay.stop(reason)
-                return _finish(cycle)
+                # Keep what is written and stop asking: the host stops the run before the
+                # next cycle and checkpoints this state, so a resume with more budget
+                # picks up at this very section.
+                kept = len(_essay.written())
+                log.log(
+                    Level.WARN,
+                    f"essay: budget exhausted at section {section} "
+                    f"(${e.value.spent_usd:.4f} of ${e.value.limit_usd:.4f}): keeping {kept} sections",
+                )
+                return StepOutcome_Continue(f"Budget exhausted: keeping {kept} sections")
             if isinstance(e, LlmError_Denied):
-                log.log(Level.WARN, f"essay: section {cycle} skipped, call denied: {e.value}")
-                _essay.skip_section(cycle, e.value)
-                if cycle == essay.CYCLES:
-                    return _finish(cycle)
-                return StepOutcome_Continue(f"{title} (skipped: denied)")
-            # Provider and request errors: the host has already retried; fail the step.
-            raise Err(f"essay: cycle {cycle}: {type(e).__name__.split('_')[-1]}: {e.value}")
-        _essay.add_section(cycle, done.text)
-        log.log(
-            Level.DEBUG,
-            f"essay: section {cycle} has {len(done.text.split())} words "
-            f"({done.usage.output_tokens} tokens, ${done.cost_usd:.6f}, {done.finish_reason})",
-        )
-        if cycle == essay.CYCLES:
-            return _finish(cycle)
-        return StepOutcome_Continue(title)
+                # A hook refused this section; the essay goes on without it.
+                log.log(Level.WARN, f"essay: section {section} skipped, call denied: {e.value}")
+                _essay.skip_section(section, e.value)
+                progress = f"{essay.title(section)}: skipped, denied"
+            else:
+                # Provider and request errors: the host has already retried; fail the step.
+                raise Err(f"essay: section {section}: {type(e).__name__.split('_')[-1]}: {e.value}")
+        else:
+            _essay.add_section(section, done.text)
+            log.log(
+                Level.DEBUG,
+                f"essay: section {section} has {len(done.text.split())} words "
+                f"({done.usage.output_tokens} tokens, ${done.cost_usd:.6f}, {done.finish_reason})",
+            )
+        if _essay.next_section() is None:
+            return _done()
+        return StepOutcome_Continue(progress)
 
     def snapshot(self):
         return _essay.snapshot()

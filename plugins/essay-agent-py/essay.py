@@ -1,7 +1,9 @@
 """The essay writer's state and prompts, free of wasm bindings so plain CPython can test it.
 
-Ten cycles, one section each; every section is one LLM call labelled
-`llm_call_cycle_N`. The state (the essay so far) round-trips through JSON.
+Ten sections, one per cycle; section N is one LLM call labelled `llm_call_cycle_N`.
+The next section is the first one not yet finished, whatever the host's cycle number,
+so a run stopped by its budget and resumed later writes exactly the sections an
+uninterrupted run would. The state (the essay so far) round-trips through JSON.
 """
 
 import json
@@ -34,30 +36,33 @@ SYSTEM_PROMPT = (
 )
 
 
-def operation(cycle):
-    return f"llm_call_cycle_{cycle}"
+def operation(section):
+    return f"llm_call_cycle_{section}"
 
 
-def title(cycle):
-    if not 1 <= cycle <= CYCLES:
-        raise ValueError(f"essay: cycle {cycle} is outside 1..{CYCLES}")
-    return TITLES[cycle - 1]
+def title(section):
+    if not 1 <= section <= CYCLES:
+        raise ValueError(f"essay: section {section} is outside 1..{CYCLES}")
+    return TITLES[section - 1]
 
 
 class Essay:
     def __init__(self, task=""):
         self.task = task.strip() or DEFAULT_TASK
-        # One entry per finished cycle: {"cycle", "title", "text"} or, when a hook
-        # denied the call, {"cycle", "title", "skipped": reason}.
+        # One entry per finished section, in order: {"section", "title", "text"} or,
+        # when a hook denied the call, {"section", "title", "skipped": reason}.
         self.sections = []
-        # Why writing stopped early (budget exhausted), or None.
-        self.stopped = None
 
     def written(self):
         return [s for s in self.sections if "text" in s]
 
-    def prompt(self, cycle):
-        """(system, user) messages for this cycle's section."""
+    def next_section(self):
+        """The section to write next (1-based), or None when all are finished."""
+        n = len(self.sections) + 1
+        return n if n <= CYCLES else None
+
+    def prompt(self, section):
+        """(system, user) messages for this section."""
         done = self.written()
         if done:
             covered = "; ".join(s["title"] for s in done)
@@ -67,24 +72,20 @@ class Essay:
             context = "This is the first section.\n\n"
         user = (
             f"Task: {self.task}\n\n{context}"
-            f"Now write section {cycle} of {CYCLES}: {title(cycle)}."
+            f"Now write section {section} of {CYCLES}: {title(section)}."
         )
         return SYSTEM_PROMPT, user
 
-    def _put(self, entry):
-        # A re-run cycle (after an immediate interrupt) replaces its earlier entry.
-        self.sections = [s for s in self.sections if s["cycle"] != entry["cycle"]]
+    def _finish(self, entry):
+        if entry["section"] != self.next_section():
+            raise ValueError(f"essay: section {entry['section']} is not the next one ({self.next_section()})")
         self.sections.append(entry)
-        self.sections.sort(key=lambda s: s["cycle"])
 
-    def add_section(self, cycle, text):
-        self._put({"cycle": cycle, "title": title(cycle), "text": text.strip()})
+    def add_section(self, section, text):
+        self._finish({"section": section, "title": title(section), "text": text.strip()})
 
-    def skip_section(self, cycle, reason):
-        self._put({"cycle": cycle, "title": title(cycle), "skipped": reason})
-
-    def stop(self, reason):
-        self.stopped = reason
+    def skip_section(self, section, reason):
+        self._finish({"section": section, "title": title(section), "skipped": reason})
 
     def text(self):
         return "\n\n".join(s["text"] for s in self.written() if s["text"])
@@ -95,7 +96,6 @@ class Essay:
                 "version": SNAPSHOT_VERSION,
                 "task": self.task,
                 "sections": self.sections,
-                "stopped": self.stopped,
             },
             separators=(",", ":"),
         ).encode()
@@ -109,23 +109,20 @@ class Essay:
             raise ValueError(f"essay: snapshot is not JSON: {e}") from None
         if not isinstance(s, dict) or s.get("version") != SNAPSHOT_VERSION:
             raise ValueError("essay: snapshot has an unknown format")
-        task, sections, stopped = s.get("task"), s.get("sections"), s.get("stopped")
+        task, sections = s.get("task"), s.get("sections")
         if not isinstance(task, str) or not isinstance(sections, list):
             raise ValueError("essay: snapshot does not have the expected fields")
-        if stopped is not None and not isinstance(stopped, str):
-            raise ValueError("essay: snapshot `stopped` is not a string")
         essay = cls(task)
         for sec in sections:
             if not (
                 isinstance(sec, dict)
-                and isinstance(sec.get("cycle"), int)
-                and 1 <= sec["cycle"] <= CYCLES
+                and isinstance(sec.get("section"), int)
                 and isinstance(sec.get("text", sec.get("skipped")), str)
             ):
                 raise ValueError("essay: snapshot has a malformed section")
+            # _finish checks the numbering: 1, 2, 3, ... with no gaps.
             if "text" in sec:
-                essay.add_section(sec["cycle"], sec["text"])
+                essay.add_section(sec["section"], sec["text"])
             else:
-                essay.skip_section(sec["cycle"], sec["skipped"])
-        essay.stopped = stopped
+                essay.skip_section(sec["section"], sec["skipped"])
         return essay

@@ -22,28 +22,34 @@ class EssayTest(unittest.TestCase):
         self.assertIn("Expanding on AI history", user)
         self.assertLess(len(user), essay.CONTEXT_CHARS + 1000)
 
-    def test_text_skips_denied_sections_and_reruns_replace(self):
+    def test_sections_go_in_order_and_skips_count(self):
         e = essay.Essay("")
         self.assertEqual(e.task, essay.DEFAULT_TASK)
+        self.assertEqual(e.next_section(), 1)
         e.add_section(1, "Intro.")
         e.skip_section(2, "denied by hook")
-        e.add_section(3, "ML.")
-        e.add_section(3, "ML again.")
-        self.assertEqual(e.text(), "Intro.\n\nML again.")
-        self.assertEqual(len(e.written()), 2)
+        with self.assertRaises(ValueError):
+            e.add_section(2, "again")
+        e.add_section(3, " ML. ")
+        self.assertEqual(e.next_section(), 4)
+        self.assertEqual(e.text(), "Intro.\n\nML.")
+        for n in range(4, 11):
+            e.add_section(n, f"s{n}")
+        self.assertIsNone(e.next_section())
 
     def test_snapshot_round_trip(self):
         e = essay.Essay("Write about AI")
         e.add_section(1, "Intro.")
         e.skip_section(2, "denied")
-        e.stop("budget exhausted at cycle 3")
         r = essay.Essay.restore(e.snapshot())
-        self.assertEqual((r.task, r.sections, r.stopped), (e.task, e.sections, e.stopped))
+        self.assertEqual((r.task, r.sections, r.next_section()), (e.task, e.sections, 3))
         self.assertEqual(r.snapshot(), e.snapshot())
 
     def test_restore_rejects_garbage(self):
-        for bad in [b"", b"{", b'{"version":1}', b'{"version":1,"task":"t","sections":[{"cycle":11,"text":"x"}]}',
-                    b'{"version":1,"task":"t","sections":[{"cycle":1}]}', b'{"version":1,"task":"t","sections":[],"stopped":3}']:
+        for bad in [b"", b"{", b"[]", b'{"version":2,"task":"t","sections":[]}', b'{"version":1}',
+                    b'{"version":1,"task":"t","sections":[{"section":2,"text":"x"}]}',
+                    b'{"version":1,"task":"t","sections":[{"section":1}]}',
+                    b'{"version":1,"task":"t","sections":[{"section":1,"text":3}]}']:
             with self.assertRaises(ValueError, msg=bad):
                 essay.Essay.restore(bad)
 

@@ -37,7 +37,7 @@ class Policy(exports.Policy):
         log.log(
             Level.INFO,
             f"spend-rate: at most {c.usd_per_minute:g} USD/min over {c.window_s}s "
-            f"(${c.window_limit_usd:.4f} per window), {c.mode} interrupt",
+            f"(${c.window_limit_usd:.6f} per window), {c.mode} interrupt",
         )
 
     def before_call(self, e):
@@ -56,7 +56,7 @@ class Policy(exports.Policy):
         log.log(
             Level.INFO,
             f"spend-rate: saw threshold {e.threshold:.0%} at cycle {e.cycle}; "
-            f"${_limiter.window_spent(now):.4f} in the current window",
+            f"${_limiter.window_spent(now):.6f} in the current window",
         )
 
     def on_interrupt(self, e):

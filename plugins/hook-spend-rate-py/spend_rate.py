@@ -92,8 +92,8 @@ class SpendRate:
         if spent > limit:
             self.interrupts += 1
             return (
-                f"spend-rate: ${spent:.4f} spent in the last {self.config.window_s}s "
-                f"exceeds ${limit:.4f} ({self.config.usd_per_minute:g} USD/min)"
+                f"spend-rate: ${spent:.6f} spent in the last {self.config.window_s}s "
+                f"exceeds ${limit:.6f} ({self.config.usd_per_minute:g} USD/min)"
             )
         return None
 

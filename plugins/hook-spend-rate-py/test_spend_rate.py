@@ -26,7 +26,7 @@ class SpendRateTest(unittest.TestCase):
         self.assertIsNone(r.record(1_000, 0.004))
         self.assertIsNone(r.record(2_000, 0.0))  # free calls never count
         reason = r.record(3_000, 0.004)
-        self.assertIn("exceeds $0.0100", reason)
+        self.assertIn("exceeds $0.010000", reason)
         self.assertEqual(r.interrupts, 1)
 
     def test_old_spending_leaves_the_window(self):
