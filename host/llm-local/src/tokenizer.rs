@@ -136,6 +136,7 @@ impl Tokenizer {
         self.tokens.len()
     }
 
+    #[cfg(test)]
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
