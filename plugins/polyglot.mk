@@ -10,6 +10,9 @@
 #
 # Every path below is absolute, so the targets work from any directory.
 
+# Included before the top Makefile's own rules, this file must not become the default goal.
+POLYGLOT_SAVED_GOAL := $(.DEFAULT_GOAL)
+
 POLYGLOT_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 POLYGLOT_PLUGINS := $(POLYGLOT_ROOT)/plugins
 
@@ -124,3 +127,5 @@ polyglot-test: $(POLYGLOT_WASM) $(WIT_TOOL)
 polyglot-clean:
 	rm -f $(POLYGLOT_WASM)
 	rm -rf $(OP_CAP_C_GEN)
+
+.DEFAULT_GOAL := $(POLYGLOT_SAVED_GOAL)
