@@ -89,15 +89,16 @@ fn hooks_deny_lower_and_interrupt() {
 
 #[test]
 fn faulty_hooks_fail_closed_naming_the_hook() {
-    for (config, want) in [
-        ("trap@before", "trapped in before-call"),
-        ("trap@after", "trapped in after-call"),
-        ("trap@start", "trapped in on-start"),
-        ("loop@before", "ran out of fuel"),
-        ("alloc@before", "memory limit"),
+    for (config, want, fuel) in [
+        ("trap@before", "trapped in before-call", "50000000"),
+        ("trap@after", "trapped in after-call", "50000000"),
+        ("trap@start", "trapped in on-start", "50000000"),
+        ("loop@before", "ran out of fuel", "50000000"),
+        // Enough fuel that the memory limit is what stops it.
+        ("alloc@before", "exceeded its memory limit of 64 MiB", "100000000000"),
     ] {
         let dir = tempdir();
-        let r = run(&mut with_hook(dir.path(), "essay-mini.json", "1", "chaos-hook", config));
+        let r = run(with_hook(dir.path(), "essay-mini.json", "1", "chaos-hook", config).args(["--hook-fuel", fuel]));
         r.assert_code(HOOK);
         let s = r.json();
         let msg = s["stop_reason"]["message"].as_str().unwrap();

@@ -11,6 +11,8 @@ fn chaos(dir: &Path, task: &str) -> std::process::Command {
     let mut c = host();
     c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir).args(["--task", task]);
     c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json")).args(["--budget", "1", "--json"]);
+    // A safety net: no misbehaving guest may hang the suite.
+    c.args(["--timeout", "60s"]);
     c
 }
 

@@ -43,13 +43,14 @@ impl AuditLog {
     /// so a crash leaves at worst a missing line, never half of one followed by more.
     pub fn event(&mut self, event: &str, fields: Value) -> Result<()> {
         let mut line = Map::new();
+        if let Value::Object(m) = fields {
+            line.extend(m);
+        }
+        // Inserted last: a field can never overwrite the line's identity.
         line.insert("timestamp".into(), Value::String(timestamp()));
         line.insert("event".into(), Value::String(event.into()));
         line.insert("run_id".into(), Value::String(self.run_id.clone()));
         line.insert("agent_id".into(), Value::String(self.agent_id.clone()));
-        if let Value::Object(m) = fields {
-            line.extend(m);
-        }
         let mut text = serde_json::to_string(&Value::Object(line))?;
         text.push('\n');
         self.file
@@ -75,12 +76,13 @@ mod tests {
         log.event("budget_monitoring_start", serde_json::json!({"budget_limit": 0.1})).unwrap();
         drop(log);
         let mut log = AuditLog::open(&p, "r2", "essay").unwrap();
-        log.event("llm_call", serde_json::json!({"cost": 0.01})).unwrap();
+        log.event("llm_call", serde_json::json!({"cost": 0.01, "event": "spoofed", "run_id": "x"})).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "budget_monitoring_start");
         assert_eq!(lines[1]["run_id"], "r2");
+        assert_eq!(lines[1]["event"], "llm_call", "fields cannot overwrite the event name");
         assert_eq!(lines[1]["agent_id"], "essay");
     }
 }

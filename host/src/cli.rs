@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "host", version, about = "Run WebAssembly LLM agents under a hard USD budget")]
+#[command(name = "host", version, about = "Run WebAssembly LLM agents under a hard USD budget", args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +32,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the cost breakdown of an audit log (a run, its resumes, several runs); --html writes a page with charts.
+    Report(ReportArgs),
     /// Compile a component ahead of time into the cache (tied to this host build and machine).
     Precompile {
         file: PathBuf,
@@ -64,7 +66,7 @@ pub struct RunArgs {
     /// The agent component (.wasm, world `agent`).
     pub agent: PathBuf,
     /// Hard limit in USD, e.g. 1.0 (never exceeded).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub budget: String,
     /// The task given to the agent's init.
     #[arg(long, default_value = "Write a short essay about the history of artificial intelligence.")]
@@ -116,6 +118,10 @@ pub struct RunArgs {
     /// Only errors on the console.
     #[arg(long)]
     pub quiet: bool,
+    /// No live progress display (shown only when stdout is a terminal, without --json or --quiet).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_progress: bool,
     /// Max output tokens for a call that does not ask for a number.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: u32,
@@ -175,7 +181,7 @@ pub struct ResumeArgs {
     #[arg(long, requires = "latest")]
     pub fallback: bool,
     /// New total limit in USD (must be at least what was already spent); default: the old limit.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub budget: Option<String>,
     /// New fuel limit for the whole run (must be above what was already used).
     #[arg(long)]
@@ -190,6 +196,24 @@ pub struct ResumeArgs {
     pub json: bool,
     #[arg(long)]
     pub quiet: bool,
+    /// No live progress display.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The audit log (JSON lines), e.g. .host/checkpoints/<agent>/budget_monitoring.jsonl.
+    pub log: PathBuf,
+    /// Print the numbers as JSON (money also in exact nano-USD).
+    #[arg(long)]
+    pub json: bool,
+    /// Write a self-contained HTML page with charts and every call.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+    /// Only the run with this id.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
 }
 
 /// `30s`, `2m`, `1h`, `500ms`, or plain seconds.
@@ -315,7 +339,11 @@ impl RunArgs {
             temperature: self.temperature,
             checkpoint_dir,
             log,
-            console: Console { json: self.json, quiet: self.quiet },
+            console: Console {
+                json: self.json,
+                quiet: self.quiet,
+                progress: crate::progress::Progress::terminal(!(self.json || self.quiet || self.no_progress)),
+            },
             max_request_bytes: self.max_request_bytes,
             max_messages: self.max_messages,
             cache_dir: if self.no_cache { None } else { crate::engine::default_cache_dir() },

@@ -18,12 +18,23 @@ use wasmtime::{Config, Engine};
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 pub fn new_engine() -> Result<Engine> {
+    engine_from(&engine_config())
+}
+
+/// The host's wasmtime configuration: fuel metering and epoch interruption on.
+pub fn engine_config() -> Config {
     let mut config = Config::new();
     config.consume_fuel(true);
     config.epoch_interruption(true);
     // Bounded native stack per guest: deep recursion traps instead of crashing the host.
     config.max_wasm_stack(1 << 20);
-    let engine = Engine::new(&config)?;
+    config
+}
+
+/// An engine for `config` with its epoch ticker running (the benchmarks
+/// build one with fuel off this way).
+pub fn engine_from(config: &Config) -> Result<Engine> {
+    let engine = Engine::new(config)?;
     // One ticker per engine: drives timeouts and immediate interrupts.
     let weak = engine.weak();
     std::thread::Builder::new()

@@ -261,7 +261,7 @@ impl Hooks {
                 types::CallDecision::Limit(n) if n >= e.max_tokens => (format!("limit {n} ignored: not below {}", e.max_tokens), None),
                 types::CallDecision::Limit(n) => (format!("limit {n}"), Some(Before::Limit(n, name.clone()))),
             };
-            shared.audit(|a| a.event("hook_decision", json!({"hook": name, "event": "before-call", "operation": e.operation, "cycle": e.cycle, "decision": logged})));
+            shared.audit(|a| a.event("hook_decision", json!({"hook": name, "hook_event": "before-call", "operation": e.operation, "cycle": e.cycle, "decision": logged})));
             combined = match (combined, next) {
                 (c @ Before::Deny(_), _) => c,
                 (_, Some(d @ Before::Deny(_))) => d,
@@ -281,7 +281,7 @@ impl Hooks {
             let name = self.hooks[i].name.clone();
             match a {
                 Ok(Answer::After(types::AfterDecision::Interrupt(req))) => {
-                    shared.audit(|a| a.event("hook_decision", json!({"hook": name, "event": "after-call", "operation": e.operation, "cycle": e.cycle,
+                    shared.audit(|a| a.event("hook_decision", json!({"hook": name, "hook_event": "after-call", "operation": e.operation, "cycle": e.cycle,
                         "decision": format!("interrupt ({:?}): {}", req.mode, req.reason)})));
                     let reason = format!("hook '{name}': {}", req.reason);
                     stop = match stop {

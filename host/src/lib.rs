@@ -13,6 +13,7 @@ pub mod engine;
 pub mod hooks;
 pub mod interrupt;
 pub mod llm;
+pub mod progress;
 pub mod report;
 pub mod resume;
 pub mod run;

@@ -35,7 +35,7 @@ fn main() {
 }
 
 /// First Ctrl+C / SIGTERM: graceful; the second: immediate.
-fn watch_signals(stop: Arc<StopSignal>, json: bool) {
+fn watch_signals(stop: Arc<StopSignal>, console: budget_host::run::Console) {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         loop {
@@ -56,7 +56,7 @@ fn watch_signals(stop: Arc<StopSignal>, json: bool) {
                 budget_host::interrupt::Mode::Graceful => "🛑 Stop requested: finishing the current cycle (send again to stop now)",
                 budget_host::interrupt::Mode::Immediate => "🛑 Stopping now",
             };
-            if json { eprintln!("{msg}") } else { println!("\n{msg}") }
+            if console.json { eprintln!("{msg}") } else { console.progress.suspend(|| println!("\n{msg}")) }
         }
     });
 }
@@ -64,17 +64,15 @@ fn watch_signals(stop: Arc<StopSignal>, json: bool) {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => {
-            let json = args.json;
             let config = args.into_config()?;
             let stop = StopSignal::new();
-            watch_signals(stop.clone(), json);
+            watch_signals(stop.clone(), config.console.clone());
             finish_run(config, stop).await
         }
         Command::Resume(args) => {
-            let json = args.json;
             let config = budget_host::resume::prepare(args)?;
             let stop = StopSignal::new();
-            watch_signals(stop.clone(), json);
+            watch_signals(stop.clone(), config.console.clone());
             finish_run(config, stop).await
         }
         Command::Inspect { checkpoint, json } => {
@@ -82,6 +80,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::COMPLETED)
         }
         Command::Validate { file } => validate(&file),
+        Command::Report(args) => {
+            budget_host::report::command(&args.log, args.json, args.html.as_deref(), args.run.as_deref())?;
+            Ok(exit::COMPLETED)
+        }
         Command::Precompile { file, output } => {
             let plugin = PluginFile::read(&file).map_err(BadInput::from)?;
             let compiler = Compiler::new(engine::new_engine()?, engine::default_cache_dir());
@@ -106,7 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn finish_run(config: budget_host::run::RunConfig, stop: Arc<StopSignal>) -> anyhow::Result<i32> {
     let json = config.console.json;
-    let outcome = budget_host::run::run_agent(config, stop).await?;
+    let progress = config.console.progress.clone();
+    let outcome = budget_host::run::run_agent(config, stop).await;
+    // The live display never outlives the run, whatever way it ended.
+    progress.finish();
+    let outcome = outcome?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome.summary)?);
     }

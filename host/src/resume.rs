@@ -50,7 +50,7 @@ pub fn pick(args: &ResumeArgs, console: &Console) -> Result<(PathBuf, Checkpoint
 /// Rebuild the run's config from the checkpoint's recorded settings plus the
 /// resume command's overrides, after checking the agent is the same binary.
 pub fn prepare(args: ResumeArgs) -> Result<RunConfig, BadInput> {
-    let console = Console { json: args.json, quiet: args.quiet };
+    let console = Console { json: args.json, quiet: args.quiet, ..Default::default() };
     let (path, ck) = pick(&args, &console)?;
     let mut run: RunArgs = serde_json::from_value(ck.header.settings.clone())
         .map_err(|e| BadInput(format!("checkpoint {} records settings this host cannot read: {e}", path.display())))?;
@@ -95,6 +95,7 @@ pub fn prepare(args: ResumeArgs) -> Result<RunConfig, BadInput> {
     }
     run.json = args.json;
     run.quiet = args.quiet;
+    run.no_progress = args.no_progress;
     let mut cfg = run.into_config()?;
     // Exact nanos, not the decimal round trip of the flag.
     cfg.budget = limit;

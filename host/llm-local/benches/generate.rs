@@ -89,11 +89,14 @@ fn summary(label: &str, opts: LoadOptions, runs: usize) {
 }
 
 fn main() {
-    let threads = candle_core::utils::get_num_threads();
-    println!("threads: {threads}, avx2+fma+f16c: {}", llm_local::q4_1::simd_available());
-    summary("llm-local (simd q4_1)", LoadOptions::default(), 9);
+    println!(
+        "threads: {}, avx2+fma+f16c: {}",
+        llm_local::pool::global().threads(),
+        llm_local::kernels::simd_available()
+    );
+    summary("llm-local (simd kernels)", LoadOptions::default(), 9);
     if std::env::var_os("LLM_LOCAL_BENCH_SKIP_STOCK").is_none() {
-        summary("candle stock q4_1   ", LoadOptions { fast_q4_1: false }, 3);
+        summary("candle stock kernels  ", LoadOptions { simd_kernels: false }, 3);
     }
 
     let mut c = Criterion::default()

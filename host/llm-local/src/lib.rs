@@ -4,11 +4,13 @@
 //! SmolLM2-135M-Instruct Q4_1, see [`default_model_path`]); the loaded model is
 //! `Send + Sync` and meant to be shared in an `Arc` by all agents of a process. The
 //! tokenizer and chat template come from the GGUF itself, so [`LocalModel::count_prompt_tokens`]
-//! gives the same prompt token count as llama.cpp. Inference is candle's CPU backend with
-//! an AVX2 Q4_1 kernel of our own ([`q4_1`]); each [`LocalModel::generate`] call owns its
-//! KV cache, so concurrent calls are safe.
+//! gives the same prompt token count as llama.cpp. Inference uses candle to read the
+//! GGUF, with AVX2 kernels of our own ([`kernels`]) and a forward pass over plain buffers;
+//! each [`LocalModel::generate`] call owns its KV cache, so concurrent calls are safe.
+//! Threads: [`pool`] (`LLM_LOCAL_THREADS`, default one per CPU).
 
-pub mod q4_1;
+pub mod kernels;
+pub mod pool;
 
 mod model;
 mod sampling;
@@ -165,13 +167,14 @@ pub enum LocalError {
 /// Load-time switches, for benchmarks and comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Use this crate's SIMD Q4_1 kernel (true) or candle's scalar one (false).
-    pub fast_q4_1: bool,
+    /// Use this crate's SIMD Q4_1 / Q8_0 kernels (true) or candle's matmul (false; for
+    /// Q4_1 that is candle's scalar code on its own thread pool).
+    pub simd_kernels: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { fast_q4_1: true }
+        Self { simd_kernels: true }
     }
 }
 
@@ -295,7 +298,7 @@ impl LocalModel {
         let src = model::TensorSource {
             ct: &ct,
             data: &data,
-            fast_q4_1: opts.fast_q4_1,
+            simd: opts.simd_kernels,
         };
         let weights = model::Weights::load(&src, cfg).map_err(LocalError::InvalidModel)?;
         if weights.vocab_size() != tokenizer.vocab_size() {
@@ -377,7 +380,7 @@ impl LocalModel {
             });
         }
         let budget = (opts.max_tokens as usize).min(context - prompt.len());
-        let infer = |e: candle_core::Error| LocalError::Inference(e.to_string());
+        let infer = LocalError::Inference;
         let mut cache = self.weights.new_cache(prompt.len() + budget);
         let mut rng = sampling::Rng::new(opts.seed);
         let mut logits = self.weights.forward(&prompt, &mut cache).map_err(infer)?;

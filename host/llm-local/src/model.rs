@@ -1,18 +1,20 @@
-//! The llama forward pass on candle tensors, with weights shared and caches per call.
+//! The llama forward pass over plain f32 buffers, with weights shared and caches per call.
 //!
-//! Adapted from candle-transformers' `quantized_llama` with three changes: the weights
-//! are immutable and shared (every `generate` call brings its own [`Cache`], so calls
-//! can run concurrently), Q4_1 weights use [`crate::q4_1`]'s kernel, and projections
-//! that read the same input (q/k/v, gate/up) are fused into one matmul when their
-//! types agree, which halves the number of pool dispatches per layer.
+//! Follows candle-transformers' `quantized_llama` (and llama.cpp): RMS norm, rotary
+//! embeddings on interleaved pairs, grouped-query attention, SwiGLU, tied or separate
+//! output head. candle parses the GGUF and handles any weight type we have no kernel
+//! for, but the pass itself is our own loop: per decode step it replaces ~750 small
+//! candle ops (each allocating, several synchronising candle's thread pool) with a few
+//! reused buffers, and all parallel work goes through [`crate::pool`]. Projections that
+//! read the same input (q/k/v, gate/up) are fused into one matmul when their types agree.
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::attention::{flash_attn, AttnMask};
-use candle_nn::kv_cache::KvCache;
 use std::borrow::Cow;
 
-use crate::q4_1;
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+use crate::kernels::{self, BlockQ4_1, BlockQ8_0, QWeights};
+use crate::pool::{self, Pool};
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -24,6 +26,7 @@ pub struct Config {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub head_dim: usize,
+    pub n_ff: usize,
     pub context_length: usize,
     pub rms_eps: f32,
     pub rope_base: f32,
@@ -59,6 +62,9 @@ impl Config {
             ));
         }
         let head_dim = n_embd / n_head;
+        if head_dim % 2 != 0 {
+            return Err(format!("odd head dimension {head_dim}"));
+        }
         if let Some(rope_dim) = ct.metadata.get("llama.rope.dimension_count") {
             let rope_dim = rope_dim.to_u64().map_err(|e| e.to_string())? as usize;
             if rope_dim != head_dim {
@@ -67,69 +73,90 @@ impl Config {
                 ));
             }
         }
+        let context_length = u("llama.context_length")?;
+        if context_length == 0 {
+            return Err("llama.context_length is 0".into());
+        }
         Ok(Self {
             n_embd,
             n_layer: u("llama.block_count")?,
             n_head,
             n_kv_head,
             head_dim,
-            context_length: u("llama.context_length")?,
+            n_ff: u("llama.feed_forward_length")?,
+            context_length,
             rms_eps: f("llama.attention.layer_norm_rms_epsilon", None)?,
             rope_base: f("llama.rope.freq_base", Some(10_000.0))?,
         })
     }
 }
 
-/// One matmul, or several fused along the output dimension.
+/// A weight matrix of `n` rows by `k` inputs.
+enum Matrix {
+    Q4_1(Vec<BlockQ4_1>),
+    Q8_0(Vec<BlockQ8_0>),
+    /// Any other type: candle's own matmul.
+    Candle(QMatMul),
+}
+
 struct Linear {
-    mm: QMatMul,
-    /// Output widths of the fused parts, in order.
-    parts: Vec<usize>,
+    w: Matrix,
+    n: usize,
+    k: usize,
+    /// Our SIMD kernels (true) or candle's (false), for comparisons.
+    simd: bool,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let y = self.mm.forward(x)?;
-        if self.parts.len() == 1 {
-            return Ok(vec![y]);
+    /// `out` (m, n) = `x` (m, k) times the matrix transposed.
+    fn forward(&self, x: &[f32], m: usize, out: &mut Vec<f32>, pool: &Pool) -> Result<()> {
+        out.clear();
+        out.resize(m * self.n, 0.0);
+        let mkn = (m, self.k, self.n);
+        match &self.w {
+            Matrix::Q4_1(b) => kernels::matmul(QWeights::Q4_1(b), mkn, x, out, pool, self.simd),
+            Matrix::Q8_0(b) => kernels::matmul(QWeights::Q8_0(b), mkn, x, out, pool, self.simd),
+            Matrix::Candle(mm) => {
+                let t = Tensor::from_slice(x, (m, self.k), &Device::Cpu)
+                    .and_then(|t| mm.forward(&t))
+                    .and_then(|y| y.flatten_all()?.to_vec1::<f32>())
+                    .map_err(|e| e.to_string())?;
+                out.copy_from_slice(&t);
+                Ok(())
+            }
         }
-        let mut out = Vec::with_capacity(self.parts.len());
-        let mut start = 0;
-        for &w in &self.parts {
-            out.push(y.narrow(D::Minus1, start, w)?);
-            start += w;
-        }
-        Ok(out)
     }
 }
 
 struct Layer {
-    attn_norm: Tensor,
-    /// q, k, v: one fused matmul or three.
-    qkv: Vec<Linear>,
+    attn_norm: Vec<f32>,
+    /// q, k and v rows stacked: one matmul.
+    qkv: Linear,
     wo: Linear,
-    ffn_norm: Tensor,
-    /// gate, up: one fused matmul or two.
-    gate_up: Vec<Linear>,
+    ffn_norm: Vec<f32>,
+    /// gate and up rows stacked: one matmul.
+    gate_up: Linear,
     down: Linear,
 }
 
-/// Immutable weights, shared by every generation (candle tensors are Arc-backed).
+/// Immutable weights, shared by every generation.
 pub struct Weights {
     pub cfg: Config,
     embed: QTensor,
-    output: QMatMul,
-    output_norm: Tensor,
+    vocab: usize,
+    output: Linear,
+    output_norm: Vec<f32>,
     layers: Vec<Layer>,
-    cos: Tensor,
-    sin: Tensor,
+    /// cos / sin of position p and pair i at `p * head_dim / 2 + i`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 /// Reads tensors out of the whole file kept in memory; extents were checked at load.
 pub struct TensorSource<'a> {
     pub ct: &'a gguf_file::Content,
     pub data: &'a [u8],
-    pub fast_q4_1: bool,
+    pub simd: bool,
 }
 
 impl TensorSource<'_> {
@@ -154,85 +181,60 @@ impl TensorSource<'_> {
         Ok((bytes, info.ggml_dtype, dims))
     }
 
-    fn qtensor(&self, name: &str) -> Result<QTensor> {
+    fn qtensor(name: &str, bytes: &[u8], dtype: GgmlDType, dims: Vec<usize>) -> Result<QTensor> {
+        QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)
+            .and_then(|s| QTensor::new(s, dims))
+            .map_err(|e| format!("tensor {name}: {e}"))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let (bytes, dtype, dims) = self.raw(name)?;
-        self.qtensor_from(name, bytes, dtype, dims)
-    }
-
-    fn qtensor_from(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        dtype: GgmlDType,
-        dims: Vec<usize>,
-    ) -> Result<QTensor> {
-        let r = if dtype == GgmlDType::Q4_1 && self.fast_q4_1 && dims.len() == 2 {
-            q4_1::fast_q4_1_qtensor(bytes, (dims[0], dims[1]))
-        } else {
-            QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)
-                .and_then(|s| QTensor::new(s, dims))
-        };
-        r.map_err(|e| format!("tensor {name}: {e}"))
-    }
-
-    fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
-        let t = self
-            .qtensor(name)?
+        if dims != [len] {
+            return Err(format!("tensor {name} has shape {dims:?}, expected [{len}]"));
+        }
+        Self::qtensor(name, bytes, dtype, dims)?
             .dequantize(&Device::Cpu)
-            .map_err(|e| format!("tensor {name}: {e}"))?;
-        if t.dims() != [len] {
-            return Err(format!("tensor {name} has shape {:?}, expected [{len}]", t.dims()));
-        }
-        Ok(t)
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("tensor {name}: {e}"))
     }
 
-    /// A matrix of shape (rows, cols) as a matmul.
-    fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear> {
-        self.fused(&[name], &[rows], cols)
-            .map(|mut v| v.pop().expect("one linear"))
-    }
-
-    /// Matrices with the same input width; fused into one when their types agree.
-    fn fused(&self, names: &[&str], rows: &[usize], cols: usize) -> Result<Vec<Linear>> {
-        let mut raws = Vec::with_capacity(names.len());
+    /// Matrices with `k` inputs, stacked into one (rows concatenated); their types
+    /// must agree, as they do in llama GGUFs from llama.cpp's converter.
+    fn linear(&self, names: &[&str], rows: &[usize], k: usize) -> Result<Linear> {
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut dtype = None;
         for (name, &r) in names.iter().zip(rows) {
-            let raw = self.raw(name)?;
-            if raw.2 != [r, cols] {
-                return Err(format!("tensor {name} has shape {:?}, expected [{r}, {cols}]", raw.2));
+            let (b, t, dims) = self.raw(name)?;
+            if dims != [r, k] {
+                return Err(format!("tensor {name} has shape {dims:?}, expected [{r}, {k}]"));
             }
-            raws.push(raw);
+            if *dtype.get_or_insert(t) != t {
+                return Err(format!("tensor {name} is {t:?}, unlike {}", names[0]));
+            }
+            bytes.extend_from_slice(b);
         }
-        let same = raws.iter().all(|r| r.1 == raws[0].1);
-        if same && names.len() > 1 {
-            // Rows are stored one after the other, so fusing is concatenating bytes.
-            let bytes: Vec<u8> = raws.iter().flat_map(|r| r.0.iter().copied()).collect();
-            let total: usize = rows.iter().sum();
-            let q = self.qtensor_from(names[0], &bytes, raws[0].1, vec![total, cols])?;
-            return Ok(vec![Linear {
-                mm: qmatmul(names[0], q)?,
-                parts: rows.to_vec(),
-            }]);
-        }
-        names
-            .iter()
-            .zip(raws)
-            .map(|(name, (bytes, dtype, dims))| {
-                let q = self.qtensor_from(name, bytes, dtype, dims.clone())?;
-                Ok(Linear {
-                    mm: qmatmul(name, q)?,
-                    parts: vec![dims[0]],
-                })
-            })
-            .collect()
+        let dtype = dtype.ok_or("no tensor named")?;
+        let n: usize = rows.iter().sum();
+        let bad = || format!("tensor {}: byte size does not fit {dtype:?}", names[0]);
+        let w = match dtype {
+            GgmlDType::Q4_1 if self.simd => Matrix::Q4_1(BlockQ4_1::parse(&bytes).ok_or_else(bad)?),
+            GgmlDType::Q8_0 if self.simd => Matrix::Q8_0(BlockQ8_0::parse(&bytes).ok_or_else(bad)?),
+            _ => Matrix::Candle(
+                QMatMul::from_qtensor(Self::qtensor(names[0], &bytes, dtype, vec![n, k])?)
+                    .map_err(|e| format!("tensor {}: {e}", names[0]))?,
+            ),
+        };
+        Ok(Linear {
+            w,
+            n,
+            k,
+            simd: self.simd,
+        })
     }
-}
-
-fn qmatmul(name: &str, q: QTensor) -> Result<QMatMul> {
-    QMatMul::from_qtensor(q).map_err(|e| format!("tensor {name}: {e}"))
 }
 
 /// RoPE tables as llama.cpp builds them: theta advanced by repeated multiplication.
-fn rope_tables(cfg: &Config) -> candle_core::Result<(Tensor, Tensor)> {
+fn rope_tables(cfg: &Config) -> (Vec<f32>, Vec<f32>) {
     let half = cfg.head_dim / 2;
     let scale = cfg.rope_base.powf(-2.0 / cfg.head_dim as f32);
     let mut cos = Vec::with_capacity(cfg.context_length * half);
@@ -245,58 +247,42 @@ fn rope_tables(cfg: &Config) -> candle_core::Result<(Tensor, Tensor)> {
             theta *= scale;
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (cfg.context_length, half), &Device::Cpu)?,
-        Tensor::from_vec(sin, (cfg.context_length, half), &Device::Cpu)?,
-    ))
+    (cos, sin)
 }
 
 impl Weights {
     pub fn load(src: &TensorSource, cfg: Config) -> Result<Self> {
-        let (e, kv) = (cfg.n_embd, cfg.n_kv_head * cfg.head_dim);
-        let embed = src.qtensor("token_embd.weight")?;
-        let vocab = match embed.shape().dims() {
-            [v, w] if *w == e => *v,
-            d => return Err(format!("token_embd.weight has shape {d:?}, width {e} expected")),
+        let (e, kv, ff) = (cfg.n_embd, cfg.n_kv_head * cfg.head_dim, cfg.n_ff);
+        let (bytes, dtype, dims) = src.raw("token_embd.weight")?;
+        let vocab = match dims[..] {
+            [v, w] if w == e => v,
+            _ => return Err(format!("token_embd.weight has shape {dims:?}, width {e} expected")),
         };
+        let embed = TensorSource::qtensor("token_embd.weight", bytes, dtype, dims)?;
         // Models with tied embeddings (SmolLM2) have no output.weight.
-        let output = if src.ct.tensor_infos.contains_key("output.weight") {
-            src.linear("output.weight", vocab, e)?.mm
+        let head = if src.ct.tensor_infos.contains_key("output.weight") {
+            "output.weight"
         } else {
-            qmatmul("token_embd.weight", src.qtensor("token_embd.weight")?)?
+            "token_embd.weight"
         };
-        let ffn = {
-            let (_, _, dims) = src.raw("blk.0.ffn_gate.weight")?;
-            dims[0]
-        };
+        let output = src.linear(&[head], &[vocab], e)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let p = format!("blk.{i}");
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
             layers.push(Layer {
-                attn_norm: src.vector(&format!("{p}.attn_norm.weight"), e)?,
-                qkv: src.fused(
-                    &[
-                        &format!("{p}.attn_q.weight"),
-                        &format!("{p}.attn_k.weight"),
-                        &format!("{p}.attn_v.weight"),
-                    ],
-                    &[e, kv, kv],
-                    e,
-                )?,
-                wo: src.linear(&format!("{p}.attn_output.weight"), e, e)?,
-                ffn_norm: src.vector(&format!("{p}.ffn_norm.weight"), e)?,
-                gate_up: src.fused(
-                    &[&format!("{p}.ffn_gate.weight"), &format!("{p}.ffn_up.weight")],
-                    &[ffn, ffn],
-                    e,
-                )?,
-                down: src.linear(&format!("{p}.ffn_down.weight"), e, ffn)?,
+                attn_norm: src.vector(&p("attn_norm"), e)?,
+                qkv: src.linear(&[&p("attn_q"), &p("attn_k"), &p("attn_v")], &[e, kv, kv], e)?,
+                wo: src.linear(&[&p("attn_output")], &[e], e)?,
+                ffn_norm: src.vector(&p("ffn_norm"), e)?,
+                gate_up: src.linear(&[&p("ffn_gate"), &p("ffn_up")], &[ff, ff], e)?,
+                down: src.linear(&[&p("ffn_down")], &[e], ff)?,
             });
         }
-        let (cos, sin) = rope_tables(&cfg).map_err(|e| e.to_string())?;
+        let (cos, sin) = rope_tables(&cfg);
         Ok(Self {
             output_norm: src.vector("output_norm.weight", e)?,
             embed,
+            vocab,
             output,
             layers,
             cos,
@@ -306,88 +292,231 @@ impl Weights {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.embed.shape().dims()[0]
+        self.vocab
     }
 
     /// A fresh cache for up to `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Cache {
+        let kv = self.cfg.n_kv_head * self.cfg.head_dim;
+        let capacity = capacity.min(self.cfg.context_length);
         Cache {
-            layers: (0..self.cfg.n_layer)
-                .map(|_| KvCache::new(1, capacity.max(1)))
-                .collect(),
+            k: (0..self.cfg.n_layer).map(|_| Vec::with_capacity(capacity * kv)).collect(),
+            v: (0..self.cfg.n_layer).map(|_| Vec::with_capacity(capacity * kv)).collect(),
             pos: 0,
+            buf: Buffers::default(),
         }
     }
 
     /// Runs `tokens` after the cache's positions; returns the last position's logits.
-    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Vec<f32>> {
+    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
+        let pool = pool::global();
         let seq = tokens.len();
         let pos = cache.pos;
         if seq == 0 || pos + seq > cfg.context_length {
-            candle_core::bail!(
+            return Err(format!(
                 "positions {pos}..{} do not fit the context of {}",
                 pos + seq,
                 cfg.context_length
-            )
+            ));
         }
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, seq, e)
-        let cos = self.cos.narrow(0, pos, seq)?;
-        let sin = self.sin.narrow(0, pos, seq)?;
-        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        for (layer, kv_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
-            let qkv = forward_all(&layer.qkv, &h)?;
-            let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
-                // (1, seq, n*d) -> (1, n, seq, d) for the interleaved rope kernel.
-                t.reshape((1, seq, n, cfg.head_dim))?.transpose(1, 2)?.contiguous()
-            };
-            let q = candle_nn::rotary_emb::rope_i(&heads(&qkv[0], cfg.n_head)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&heads(&qkv[1], cfg.n_kv_head)?, &cos, &sin)?;
-            // flash_attn and the cache use (1, seq, heads, d).
-            let q = q.transpose(1, 2)?.contiguous()?;
-            let k = k.transpose(1, 2)?.contiguous()?;
-            let v = qkv[2]
-                .reshape((1, seq, cfg.n_kv_head, cfg.head_dim))?
-                .contiguous()?;
-            let (k, v) = kv_cache.append(&k, &v)?;
-            let attn = flash_attn::<f32>(
-                &q,
-                &k,
-                &v,
-                scale,
-                AttnMask::causal_with_offset(pos),
-                None,
-                None,
-            )?; // (1, heads, seq, d)
-            let attn = attn.transpose(1, 2)?.reshape((1, seq, cfg.n_embd))?;
-            x = (x + &layer.wo.forward(&attn)?[0])?;
-
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
-            let gu = forward_all(&layer.gate_up, &h)?;
-            let act = (candle_nn::ops::silu(&gu[0])? * &gu[1])?;
-            x = (x + &layer.down.forward(&act)?[0])?;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(format!("token id {bad} is outside the vocabulary of {}", self.vocab));
+        }
+        let (e, hd) = (cfg.n_embd, cfg.head_dim);
+        let kv = cfg.n_kv_head * hd;
+        let b = &mut cache.buf;
+        b.x = self
+            .embed
+            .embedding(&Tensor::new(tokens, &Device::Cpu).map_err(|e| e.to_string())?)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm(&b.x, &layer.attn_norm, cfg.rms_eps, &mut b.h);
+            layer.qkv.forward(&b.h, seq, &mut b.qkv, pool)?;
+            let width = e + 2 * kv;
+            for (i, row) in b.qkv.chunks_exact_mut(width).enumerate() {
+                let (cos, sin) = self.rope_at(pos + i);
+                let (q, rest) = row.split_at_mut(e);
+                let (k, v) = rest.split_at_mut(kv);
+                rope(q, hd, cos, sin);
+                rope(k, hd, cos, sin);
+                cache.k[l].extend_from_slice(k);
+                cache.v[l].extend_from_slice(v);
+            }
+            attention(cfg, &b.qkv, seq, pos, &cache.k[l], &cache.v[l], &mut b.attn, pool);
+            layer.wo.forward(&b.attn, seq, &mut b.o, pool)?;
+            add(&mut b.x, &b.o);
+            rms_norm(&b.x, &layer.ffn_norm, cfg.rms_eps, &mut b.h);
+            layer.gate_up.forward(&b.h, seq, &mut b.gu, pool)?;
+            b.act.clear();
+            for row in b.gu.chunks_exact(2 * cfg.n_ff) {
+                let (g, u) = row.split_at(cfg.n_ff);
+                b.act.extend(g.iter().zip(u).map(|(&g, &u)| silu(g) * u));
+            }
+            layer.down.forward(&b.act, seq, &mut b.o, pool)?;
+            add(&mut b.x, &b.o);
         }
         cache.pos += seq;
-        let last = x.narrow(1, seq - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.output_norm, cfg.rms_eps)?;
-        let logits = self.output.forward(&last)?;
-        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+        let last = &b.x[(seq - 1) * e..];
+        rms_norm(last, &self.output_norm, cfg.rms_eps, &mut b.h);
+        let mut logits = Vec::new();
+        self.output.forward(&b.h, 1, &mut logits, pool)?;
+        Ok(logits)
+    }
+
+    fn rope_at(&self, pos: usize) -> (&[f32], &[f32]) {
+        let half = self.cfg.head_dim / 2;
+        let r = pos * half..(pos + 1) * half;
+        (&self.cos[r.clone()], &self.sin[r])
     }
 }
 
-/// Outputs of a group of (possibly fused) projections, in the order they were named.
-fn forward_all(group: &[Linear], x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-    let mut out = Vec::new();
-    for l in group {
-        out.extend(l.forward(x)?);
-    }
-    Ok(out)
-}
-
-/// Per-generation state: one KV cache per layer and the next position.
+/// Per-generation state: the KV cache of every layer, the next position, scratch space.
 pub struct Cache {
-    layers: Vec<KvCache>,
+    /// Per layer: position-major rows of `n_kv_head * head_dim`.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     pos: usize,
+    buf: Buffers,
+}
+
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    gu: Vec<f32>,
+    act: Vec<f32>,
+}
+
+/// `out` = each row of `x` scaled to unit RMS, times `w`, as llama.cpp's `rms_norm`.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.clear();
+    for row in x.chunks_exact(w.len()) {
+        let mean = row.iter().map(|&v| v * v).sum::<f32>() / w.len() as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        out.extend(row.iter().zip(w).map(|(&v, &g)| v * scale * g));
+    }
+}
+
+/// Rotates interleaved pairs (x[2i], x[2i+1]) of every head (llama.cpp's mode 0).
+fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, (&c, &s)) in head.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
+            let (x0, x1) = (pair[0], pair[1]);
+            pair[0] = x0 * c - x1 * s;
+            pair[1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Causal grouped-query attention of `seq` new rows (q inside `qkv` rows) over the
+/// cache, which already holds them; output rows of `n_embd` in `out`.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    cfg: &Config,
+    qkv: &[f32],
+    seq: usize,
+    pos: usize,
+    k: &[f32],
+    v: &[f32],
+    out: &mut Vec<f32>,
+    pool: &Pool,
+) {
+    let (e, hd) = (cfg.n_embd, cfg.head_dim);
+    let kv = cfg.n_kv_head * hd;
+    let group = cfg.n_head / cfg.n_kv_head;
+    let width = e + 2 * kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.clear();
+    out.resize(seq * e, 0.0);
+    let out_addr = out.as_mut_ptr() as usize;
+    // One item is one (row, head); each writes its own head_dim slice of `out`.
+    let work = |items: std::ops::Range<usize>| {
+        let mut scores = Vec::new();
+        for item in items {
+            let (i, h) = (item / cfg.n_head, item % cfg.n_head);
+            let q = &qkv[i * width + h * hd..][..hd];
+            let kvh = (h / group) * hd;
+            let len = pos + i + 1;
+            scores.clear();
+            scores.extend((0..len).map(|j| {
+                let kj = &k[j * kv + kvh..][..hd];
+                q.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+            }));
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            // SAFETY: (i, h) owns out[i*e + h*hd ..][..hd]; items are disjoint.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut((out_addr as *mut f32).add(i * e + h * hd), hd)
+            };
+            for (j, &p) in scores.iter().enumerate() {
+                let p = p / sum;
+                let vj = &v[j * kv + kvh..][..hd];
+                for (o, &x) in o.iter_mut().zip(vj) {
+                    *o += p * x;
+                }
+            }
+        }
+    };
+    let items = seq * cfg.n_head;
+    // Short contexts: spreading costs more than it saves.
+    if items * (pos + seq) < 16 * 1024 {
+        work(0..items);
+    } else {
+        pool.run(items, 1, &work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_and_rope_basics() {
+        let mut out = Vec::new();
+        rms_norm(&[3.0, 4.0, 0.0, 0.0], &[1.0, 2.0, 1.0, 1.0], 0.0, &mut out);
+        let s = 1.0 / (25.0f32 / 4.0).sqrt();
+        assert_eq!(out, vec![3.0 * s, 8.0 * s, 0.0, 0.0]);
+        // A quarter turn maps (1, 0) to (0, 1) in every pair.
+        let mut x = vec![1.0, 0.0, 1.0, 0.0];
+        rope(&mut x, 4, &[0.0, 0.0], &[1.0, 1.0]);
+        assert_eq!(x, vec![0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn attention_of_one_position_returns_its_value() {
+        let cfg = Config {
+            n_embd: 4,
+            n_layer: 1,
+            n_head: 2,
+            n_kv_head: 1,
+            head_dim: 2,
+            n_ff: 4,
+            context_length: 8,
+            rms_eps: 1e-5,
+            rope_base: 10_000.0,
+        };
+        let qkv = vec![1.0, 2.0, 3.0, 4.0, /* k */ 0.5, 0.5, /* v */ 7.0, -1.0];
+        let mut out = Vec::new();
+        attention(&cfg, &qkv, 1, 0, &qkv[4..6], &qkv[6..8], &mut out, &Pool::new(1));
+        assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
+    }
 }

@@ -261,6 +261,9 @@ impl HostState {
                 }),
             )
         });
+        let calls = self.ledger().calls();
+        let (input_tokens, output_tokens) = (usage.input_tokens, usage.output_tokens);
+        shared.console.progress.call(crate::progress::CallFigures { spent, limit, calls, cost: settled.charged, input_tokens, output_tokens, fuel: fuel_total });
         for a in &anomalies {
             shared.console.note(&format!("⚠️  {operation}: {a}"));
         }

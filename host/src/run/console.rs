@@ -9,10 +9,12 @@ use std::time::Duration;
 
 const RULE: &str = "============================================================";
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Console {
     pub json: bool,
     pub quiet: bool,
+    /// The live display on a terminal (off by default); every line below prints around it.
+    pub progress: crate::progress::Progress,
 }
 
 impl Console {
@@ -24,9 +26,11 @@ impl Console {
         if self.json {
             eprintln!("{line}");
         } else {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
-            let _ = o.flush();
+            self.progress.suspend(|| {
+                let mut o = std::io::stdout().lock();
+                let _ = writeln!(o, "{line}");
+                let _ = o.flush();
+            });
         }
     }
     /// Warnings share the main stream so they interleave correctly with cycles.
@@ -36,11 +40,11 @@ impl Console {
     /// Secondary lines (plugin logs, anomalies): stderr.
     pub fn note(&self, line: &str) {
         if !self.quiet {
-            eprintln!("{line}");
+            self.progress.suspend(|| eprintln!("{line}"));
         }
     }
     pub fn error(&self, line: &str) {
-        eprintln!("error: {line}");
+        self.progress.suspend(|| eprintln!("error: {line}"));
     }
 
     pub fn banner(&self, cfg: &RunConfig, sha256: &str, cached: bool, compile: Duration) {
@@ -71,6 +75,7 @@ impl Console {
     }
 
     pub fn ending(&self, cfg: &RunConfig, o: &RunOutcome) {
+        self.progress.finish();
         let l = &o.ledger;
         self.out("");
         match (&o.interrupt, o.status) {

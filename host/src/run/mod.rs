@@ -94,6 +94,22 @@ pub struct RunShared {
 }
 
 impl RunShared {
+    /// The shared state of one run, its audit log already open. `run_agent`
+    /// builds it; an embedder (or a benchmark) that drives stores itself can too.
+    pub fn new(config: RunConfig, stop: Arc<StopSignal>, audit: AuditLog) -> Arc<RunShared> {
+        Arc::new(RunShared {
+            provider: config.provider.clone(),
+            console: config.console.clone(),
+            audit: Mutex::new(audit),
+            audit_failed: AtomicBool::new(false),
+            stop,
+            deadline: config.timeout.map(|t| Instant::now() + t),
+            retry: RetryPolicy::default(),
+            deferred: Mutex::new(Vec::new()),
+            config,
+        })
+    }
+
     /// Write an audit event; a failure is reported once and stops the run
     /// (an unaudited spend is not acceptable).
     pub fn audit(&self, f: impl FnOnce(&mut AuditLog) -> Result<()>) {
@@ -259,7 +275,7 @@ fn classify_trap(e: &wasmtime::Error, store: &Store<HostState>, what: &str) -> I
 }
 
 /// A fresh host state: nothing granted to the guest but stdout/stderr.
-fn new_state(shared: &Arc<RunShared>, ledger: &Arc<Mutex<Ledger>>, who: &str, memory: usize, fuel_budget: u64, fuel_before: u64) -> HostState {
+pub fn new_state(shared: &Arc<RunShared>, ledger: &Arc<Mutex<Ledger>>, who: &str, memory: usize, fuel_budget: u64, fuel_before: u64) -> HostState {
     HostState {
         wasi: wasmtime_wasi::WasiCtxBuilder::new().inherit_stdout().inherit_stderr().build(),
         table: ResourceTable::new(),
@@ -315,17 +331,7 @@ pub async fn run_agent(config: RunConfig, stop: Arc<StopSignal>) -> Result<RunOu
     let agent_id = config.agent.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into());
     let audit = AuditLog::open(&config.log, &config.run_id, &agent_id)?;
     let console = config.console.clone();
-    let shared = Arc::new(RunShared {
-        provider: config.provider.clone(),
-        console: console.clone(),
-        audit: Mutex::new(audit),
-        audit_failed: AtomicBool::new(false),
-        stop,
-        deadline: config.timeout.map(|t| Instant::now() + t),
-        retry: RetryPolicy::default(),
-        deferred: Mutex::new(Vec::new()),
-        config,
-    });
+    let shared = RunShared::new(config, stop, audit);
     let cfg = &shared.config;
 
     console.banner(cfg, &plugin.sha256, cached, compile_time);
@@ -377,6 +383,7 @@ pub async fn run_agent(config: RunConfig, stop: Arc<StopSignal>) -> Result<RunOu
     });
     store.set_epoch_deadline(1);
 
+    console.progress.start(&store.data().ledger().state(), fuel_before, cfg.resume.as_ref().map(|r| r.checkpoint.cycle).unwrap_or(0));
     let mut ck = Checkpointer { agent: PluginRef { path: cfg.agent.clone(), sha256: plugin.sha256.clone() }, snapshot: Vec::new(), last: None };
     let mut outcome = drive(&agent_pre, &mut store, &mut ck).await;
     outcome.fuel_used = fuel_used(&store);
@@ -481,6 +488,7 @@ async fn drive(pre: &AgentPre<HostState>, store: &mut Store<HostState>, ck: &mut
             return outcome;
         }
         store.data_mut().cycle = cycle;
+        shared.console.progress.cycle(cycle, fuel_used(store));
         let step = run.call_step(&mut *store, cycle).await;
         match step {
             Ok(Ok(types::StepOutcome::Continue(progress))) => {

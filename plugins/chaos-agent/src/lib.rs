@@ -43,10 +43,15 @@ fn de_behaviour<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
     Ok(b)
 }
 
+/// Real recursion: a live stack array used after the call defeats tail-call
+/// and accumulator optimisations, so every level costs stack.
 #[allow(unconditional_recursion)]
+#[inline(never)]
 fn recurse(n: u64) -> u64 {
-    let buf = [n; 64];
-    recurse(n + buf[(n % 64) as usize]) + 1
+    let mut frame = [n; 64];
+    std::hint::black_box(&mut frame);
+    let r = recurse(std::hint::black_box(n + 1));
+    std::hint::black_box(r) ^ frame[(n % 64) as usize]
 }
 
 impl Agent for Chaos {

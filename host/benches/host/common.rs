@@ -1,0 +1,235 @@
+//! What every benchmark shares: plugin paths, an instant in-process provider,
+//! a run configuration, a runtime, and a standalone agent (the host's own
+//! `agent_linker`, `RunShared` and `new_state`, outside `run_agent`).
+
+use budget_host::audit::AuditLog;
+use budget_host::bindings::agent::{Agent, AgentPre};
+use budget_host::budget::{Ledger, PriceTable};
+use budget_host::engine::{Compiler, PluginFile};
+use budget_host::interrupt::{Mode, StopSignal};
+use budget_host::llm::{ChatRequest, ChatResponse, Provider, ProviderError, Usage};
+use budget_host::run::console::Console;
+use budget_host::run::state::HostState;
+use budget_host::run::{self, RunConfig, RunShared};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use wasmtime::{Store, UpdateDeadline};
+
+/// A priced model, so reserve and settle do real arithmetic.
+pub const MODEL: &str = "gpt-4o-mini";
+/// Far more than any benchmark spends (each call costs a few micro-dollars).
+pub const BUDGET_NANOS: u64 = 1_000 * 1_000_000_000;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A built plugin, or a clear message saying how to build it.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = repo().join("plugins").join(name).join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `make bench` (it builds the plugins) or `make plugins`",
+        p.display()
+    );
+    p
+}
+
+/// Scratch space on the same disk as the build (so fsync is a real fsync).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = tmp().join("bench").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The compiled-artifact cache the benches share across runs.
+pub fn cache_dir() -> PathBuf {
+    tmp().join("bench-cache")
+}
+
+/// Where figures that criterion does not keep (RSS) are saved for `bench_report`.
+pub fn results_dir() -> PathBuf {
+    let d = tmp().join("bench-results");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Cargo's scratch directory for benches (`target/tmp`); examples, which do
+/// not get one, use the same place.
+fn tmp() -> PathBuf {
+    match option_env!("CARGO_TARGET_TMPDIR") {
+        Some(d) => PathBuf::from(d),
+        None => repo().join("target").join("tmp"),
+    }
+}
+
+/// The binary's runtime: multi-threaded, everything enabled.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+/// Answers at once with a fixed reply and real usage. It records the instant
+/// of two chosen calls (by `call_index`) so a benchmark can time the calls
+/// between them without any clock read on the other calls.
+pub struct InstantProvider {
+    calls: AtomicU64,
+    /// (index, instant) of the first and last marked call.
+    marks: Mutex<[Option<Instant>; 2]>,
+    mark_at: [u64; 2],
+    /// Told once the first call arrives (the agent is running).
+    on_first: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl InstantProvider {
+    pub fn new() -> Arc<Self> {
+        Self::marking(u64::MAX, u64::MAX)
+    }
+
+    /// Record the instants of calls number `first` and `last` (0-based).
+    pub fn marking(first: u64, last: u64) -> Arc<Self> {
+        Arc::new(InstantProvider {
+            calls: AtomicU64::new(0),
+            marks: Mutex::new([None, None]),
+            mark_at: [first, last],
+            on_first: Mutex::new(None),
+        })
+    }
+
+    pub fn notify_first_call(&self, tx: std::sync::mpsc::Sender<()>) {
+        *self.on_first.lock().unwrap() = Some(tx);
+    }
+
+    /// Time between the two marked calls.
+    pub fn marked_span(&self) -> std::time::Duration {
+        let m = self.marks.lock().unwrap();
+        match (m[0], m[1]) {
+            (Some(a), Some(b)) => b - a,
+            _ => panic!("the marked calls did not happen ({} calls made)", self.calls.load(Ordering::SeqCst)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for InstantProvider {
+    fn name(&self) -> &'static str {
+        "instant"
+    }
+    fn describe(&self) -> String {
+        "in-process instant provider (benchmark)".into()
+    }
+    fn is_paid(&self) -> bool {
+        true
+    }
+    async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        if n == self.mark_at[0] || n == self.mark_at[1] {
+            let now = Instant::now();
+            let mut m = self.marks.lock().unwrap();
+            m[(n == self.mark_at[1]) as usize] = Some(now);
+        }
+        if n == 0 {
+            if let Some(tx) = self.on_first.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+        Ok(ChatResponse {
+            text: "ok".into(),
+            model: req.model.clone(),
+            usage: Some(Usage { input_tokens: 12, output_tokens: 2, cached_tokens: 0 }),
+            finish_reason: "stop".into(),
+        })
+    }
+}
+
+/// A run as `host run` builds it, quiet, against `provider`.
+pub fn config(agent: PathBuf, task: &str, provider: Arc<dyn Provider>, dir: &Path, log: PathBuf, hooks: &[(PathBuf, &str)]) -> RunConfig {
+    RunConfig {
+        agent,
+        task: task.into(),
+        budget: BUDGET_NANOS,
+        warn: vec![0.5, 0.8, 0.9],
+        max_cycles: 1,
+        fuel: None,
+        memory_bytes: 256 << 20,
+        timeout: None,
+        mode: Mode::Graceful,
+        provider,
+        model: MODEL.into(),
+        prices: PriceTable::default(),
+        default_max_tokens: 1024,
+        max_tokens_cap: 8192,
+        min_output_tokens: 16,
+        temperature: None,
+        checkpoint_dir: dir.join("checkpoints"),
+        log,
+        console: Console { json: false, quiet: true },
+        max_request_bytes: run::DEFAULT_MAX_REQUEST_BYTES,
+        max_messages: run::DEFAULT_MAX_MESSAGES,
+        cache_dir: Some(cache_dir()),
+        run_id: "bench".into(),
+        checkpoint_every: 0,
+        retain: 2,
+        checkpoint_on_interrupt: true,
+        settings: serde_json::Value::Null,
+        resume: None,
+        hooks: hooks.iter().map(|(p, c)| budget_host::hooks::HookSpec { path: p.clone(), config: c.to_string() }).collect(),
+        hook_limits: budget_host::hooks::HookLimits::default(),
+        hook_failure: budget_host::hooks::FailurePolicy::Closed,
+    }
+}
+
+/// The pieces `run_agent` builds before its first instance, for benchmarks
+/// that drive stores themselves: same engine, linker, host state and limits.
+pub struct Standalone {
+    pub engine: wasmtime::Engine,
+    pub pre: AgentPre<HostState>,
+    pub shared: Arc<RunShared>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub fuel: bool,
+}
+
+impl Standalone {
+    /// `engine` decides fuel; the component comes from the shared artifact cache.
+    pub fn new(engine: wasmtime::Engine, fuel: bool, agent: &str, dir: &Path) -> Standalone {
+        let compiler = Compiler::new(engine.clone(), Some(cache_dir()));
+        let plugin = PluginFile::read(&plugin(agent)).unwrap();
+        let (component, _) = compiler.load(&plugin).unwrap();
+        let pre = AgentPre::new(run::agent_linker(&engine).unwrap().instantiate_pre(&component).unwrap()).unwrap();
+        let cfg = config(plugin.path.clone(), "", InstantProvider::new(), dir, PathBuf::from("/dev/null"), &[]);
+        let audit = AuditLog::open(&cfg.log, "bench", agent).unwrap();
+        let ledger = Arc::new(Mutex::new(Ledger::new(BUDGET_NANOS).unwrap()));
+        let shared = RunShared::new(cfg, StopSignal::new(), audit);
+        Standalone { engine, pre, shared, ledger, fuel }
+    }
+
+    /// A store set up the way `run_agent` sets up the agent's.
+    pub fn store(&self) -> Store<HostState> {
+        let state = run::new_state(&self.shared, &self.ledger, "agent", self.shared.config.memory_bytes, u64::MAX, 0);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        if self.fuel {
+            store.set_fuel(u64::MAX).unwrap();
+        }
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    /// A fresh store and an instance in it (the step `run_agent` takes per agent).
+    pub async fn instantiate(&self) -> (Store<HostState>, Agent) {
+        let mut store = self.store();
+        let agent = self.pre.instantiate_async(&mut store).await.unwrap();
+        (store, agent)
+    }
+}
+
+/// The host's engine configuration with fuel metering switched off (same
+/// epoch interruption, same ticker).
+pub fn engine_without_fuel() -> wasmtime::Engine {
+    let mut config = budget_host::engine::engine_config();
+    config.consume_fuel(false);
+    budget_host::engine::engine_from(&config).unwrap()
+}

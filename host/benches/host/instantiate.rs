@@ -1,0 +1,49 @@
+//! Agent start, three ways, each ending with a live instance of the real
+//! chaos agent in a store set up like `run_agent`'s:
+//! `first_start_compile`: read + hash the wasm, compile with Cranelift (no
+//!   cache), check the world, link, pre-instantiate, instantiate;
+//! `start_from_cache`: the same with the compiled artifact read from the
+//!   on-disk cache (checksum + `Component::deserialize`) instead of compiling;
+//! `instantiate_from_template`: a new store and an instance from the
+//!   pre-instantiated template (`InstancePre`) — the per-agent cost once the
+//!   component is loaded.
+
+use crate::common::{cache_dir, plugin, runtime, scratch, Standalone};
+use budget_host::bindings::agent::AgentPre;
+use budget_host::engine::{self, Compiler, PluginFile, World};
+use budget_host::run;
+use criterion::{black_box, Criterion};
+use std::path::Path;
+use std::time::Duration;
+
+/// What `run_agent` does from the file to the instance.
+async fn start(compiler: &Compiler, sa: &Standalone, path: &Path) {
+    let plugin = PluginFile::read(path).unwrap();
+    let (component, _) = compiler.load(&plugin).unwrap();
+    engine::check_world(compiler.engine(), &component, World::Agent, path).unwrap();
+    let pre = run::agent_linker(compiler.engine()).unwrap().instantiate_pre(&component).unwrap();
+    let pre = AgentPre::new(pre).unwrap();
+    let mut store = sa.store();
+    black_box(pre.instantiate_async(&mut store).await.unwrap());
+}
+
+pub fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let path = plugin("chaos-agent");
+    let engine = engine::new_engine().unwrap();
+    let sa = Standalone::new(engine.clone(), true, "chaos-agent", &scratch("instantiate"));
+    let mut g = c.benchmark_group("start");
+
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let cold = Compiler::new(engine.clone(), None);
+    g.bench_function("first_start_compile", |b| b.iter(|| rt.block_on(start(&cold, &sa, &path))));
+
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    let cached = Compiler::new(engine.clone(), Some(cache_dir()));
+    // `Standalone::new` filled the cache for this engine.
+    assert!(cached.load(&PluginFile::read(&path).unwrap()).unwrap().1, "the compiled artifact is not in the cache");
+    g.bench_function("start_from_cache", |b| b.iter(|| rt.block_on(start(&cached, &sa, &path))));
+
+    g.bench_function("instantiate_from_template", |b| b.iter(|| black_box(rt.block_on(sa.instantiate()))));
+    g.finish();
+}

@@ -1,0 +1,611 @@
+//! Quantized matmul kernels: Q4_1 and Q8_0 weights times f32 activations.
+//!
+//! candle has no SIMD kernel for Q4_1 on x86, so SmolLM2-135M (all layer weights Q4_1)
+//! ran at 11-15 tok/s. These are ports of llama.cpp's AVX2 `ggml_vec_dot_q4_1_q8_1` and
+//! `ggml_vec_dot_q8_0_q8_0`: activations are quantized per 32-block to Q8_1 / Q8_0
+//! exactly as llama.cpp does (so results match it), nibbles are unpacked to bytes and
+//! multiplied with `maddubs`, and f16 scales are converted with F16C. Each call works on
+//! four weight rows at once, sharing the activation loads and keeping four independent
+//! accumulator chains. The AVX2 path is picked at run time (`is_x86_feature_detected!`),
+//! so the binary stays portable; other CPUs get the scalar references below. Output
+//! columns are spread over [`crate::pool`].
+
+use half::f16;
+
+use crate::pool::Pool;
+
+pub const QK: usize = 32;
+
+/// llama.cpp's `block_q4_1`: 32 weights as `d * q + m`, q in 0..16.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    /// Low nibbles are weights 0..16, high nibbles 16..32.
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+
+/// llama.cpp's `block_q8_0`: 32 values as `d * q`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+
+/// llama.cpp's `block_q8_1`: 32 activations as `d * q`, with `s = d * sum(q)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    pub s: f16,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+
+impl BlockQ4_1 {
+    pub const SIZE: usize = 20;
+    /// Parses GGUF bytes (little-endian); `None` if the length is not whole blocks.
+    pub fn parse(bytes: &[u8]) -> Option<Vec<Self>> {
+        if bytes.len() % Self::SIZE != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(Self::SIZE)
+                .map(|b| BlockQ4_1 {
+                    d: f16::from_le_bytes([b[0], b[1]]),
+                    m: f16::from_le_bytes([b[2], b[3]]),
+                    qs: b[4..20].try_into().expect("16 bytes"),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl BlockQ8_0 {
+    pub const SIZE: usize = 34;
+    const ZERO: Self = Self {
+        d: f16::ZERO,
+        qs: [0; QK],
+    };
+    /// Parses GGUF bytes (little-endian); `None` if the length is not whole blocks.
+    pub fn parse(bytes: &[u8]) -> Option<Vec<Self>> {
+        if bytes.len() % Self::SIZE != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(Self::SIZE)
+                .map(|b| BlockQ8_0 {
+                    d: f16::from_le_bytes([b[0], b[1]]),
+                    qs: std::array::from_fn(|i| b[2 + i] as i8),
+                })
+                .collect(),
+        )
+    }
+
+    /// The 32 values of the block.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, &q) in out.iter_mut().zip(&self.qs) {
+            *o = d * q as f32;
+        }
+    }
+}
+
+impl BlockQ8_1 {
+    const ZERO: Self = Self {
+        d: f16::ZERO,
+        s: f16::ZERO,
+        qs: [0; QK],
+    };
+}
+
+/// True when the AVX2 kernels can run on this CPU.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Quantizes 32 values as llama.cpp's AVX2 `quantize_row_q8_{0,1}`: scale `127 / amax`,
+/// round half to even. Returns the f32 scale and the sum of the quants.
+#[inline(always)]
+fn quantize_block(x: &[f32], qs: &mut [i8; QK]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+        sum += *q as i32;
+    }
+    (amax / 127.0, sum)
+}
+
+fn quantize_q8_1_impl(xs: &[f32], ys: &mut [BlockQ8_1]) {
+    for (x, y) in xs.chunks_exact(QK).zip(ys.iter_mut()) {
+        let (d, sum) = quantize_block(x, &mut y.qs);
+        y.d = f16::from_f32(d);
+        y.s = f16::from_f32(d * sum as f32);
+    }
+}
+
+fn quantize_q8_0_impl(xs: &[f32], ys: &mut [BlockQ8_0]) {
+    for (x, y) in xs.chunks_exact(QK).zip(ys.iter_mut()) {
+        y.d = f16::from_f32(quantize_block(x, &mut y.qs).0);
+    }
+}
+
+/// Same code compiled with AVX2 so rounding is one instruction, not a libm call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_1_avx2(xs: &[f32], ys: &mut [BlockQ8_1]) {
+    quantize_q8_1_impl(xs, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_0_avx2(xs: &[f32], ys: &mut [BlockQ8_0]) {
+    quantize_q8_0_impl(xs, ys)
+}
+
+/// Quantizes a row (length a multiple of 32) to Q8_1.
+pub fn quantize_row_q8_1(xs: &[f32], ys: &mut [BlockQ8_1]) {
+    debug_assert_eq!(xs.len(), ys.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: the features were detected.
+        return unsafe { quantize_q8_1_avx2(xs, ys) };
+    }
+    quantize_q8_1_impl(xs, ys)
+}
+
+/// Quantizes a row (length a multiple of 32) to Q8_0.
+pub fn quantize_row_q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
+    debug_assert_eq!(xs.len(), ys.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: the features were detected.
+        return unsafe { quantize_q8_0_avx2(xs, ys) };
+    }
+    quantize_q8_0_impl(xs, ys)
+}
+
+/// Scalar reference, as llama.cpp's (and candle's) generic `vec_dot_q4_1_q8_1`.
+pub fn vec_dot_q4_1_scalar(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in xs.iter().zip(ys) {
+        let mut sumi = 0i32;
+        for j in 0..QK / 2 {
+            let v0 = (x.qs[j] & 0x0F) as i32;
+            let v1 = (x.qs[j] >> 4) as i32;
+            sumi += v0 * y.qs[j] as i32 + v1 * y.qs[j + QK / 2] as i32;
+        }
+        sumf += sumi as f32 * x.d.to_f32() * y.d.to_f32() + x.m.to_f32() * y.s.to_f32();
+    }
+    sumf
+}
+
+/// Scalar reference, as llama.cpp's generic `vec_dot_q8_0_q8_0`.
+pub fn vec_dot_q8_0_scalar(xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in xs.iter().zip(ys) {
+        let sumi: i32 = x.qs.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+        sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+    }
+    sumf
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! Raw-pointer loops: slice indexing here would keep bounds and UB checks alive in
+    //! the dev profile the host is built with.
+    use super::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+    use std::arch::x86_64::*;
+
+    /// llama.cpp's `hsum_float_8`, same order of additions.
+    #[inline(always)]
+    unsafe fn hsum_float_8(x: __m256) -> f32 {
+        let mut res = _mm256_extractf128_ps(x, 1);
+        res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+        res = _mm_add_ss(res, _mm_movehdup_ps(res));
+        _mm_cvtss_f32(res)
+    }
+
+    /// 4 bytes at `p` as the low lane (byte reads: no alignment or UB checks).
+    #[inline(always)]
+    unsafe fn load_u32(p: *const u8) -> __m128i {
+        _mm_cvtsi32_si128(i32::from_le_bytes(*(p as *const [u8; 4])))
+    }
+
+    /// 8 bytes at `p` as the low half.
+    #[inline(always)]
+    unsafe fn load_u64(p: *const u8) -> __m128i {
+        _mm_cvtsi64_si128(i64::from_le_bytes(*(p as *const [u8; 8])))
+    }
+
+    /// Dots of `R` consecutive weight rows (each `nb` blocks from `w`) with one Q8_1 row.
+    /// `ysc[i]` is `[f32(y[i].d), f32(y[i].s)]`.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available; `w` has `R * nb` blocks, `y` and `ysc` `nb`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_1<const R: usize>(
+        w: *const BlockQ4_1,
+        nb: usize,
+        y: *const BlockQ8_1,
+        ysc: *const [f32; 2],
+    ) -> [f32; R] {
+        let low_mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        // Lane 1 accumulates m * s; lane 0 holds junk.
+        let mut summs = [_mm_setzero_ps(); R];
+        for i in 0..nb {
+            let yb = y.wrapping_add(i) as *const u8;
+            // lddqu: an unaligned load that, unlike loadu, has no debug-build checks.
+            let qy = _mm256_lddqu_si256(yb.wrapping_add(4) as *const __m256i);
+            let ys = _mm_castsi128_ps(load_u64(ysc.wrapping_add(i) as *const u8));
+            for r in 0..R {
+                let xb = w.wrapping_add(r * nb + i) as *const u8;
+                // [x.d, x.m] as f32, then [x.d * y.d, x.m * y.s].
+                let prod = _mm_mul_ps(_mm_cvtph_ps(load_u32(xb)), ys);
+                summs[r] = _mm_add_ps(summs[r], prod);
+                // 16 bytes of nibbles -> 32 bytes in 0..16: low nibbles first, then high.
+                let packed = _mm_lddqu_si128(xb.wrapping_add(4) as *const __m128i);
+                let qx = _mm256_and_si256(
+                    low_mask,
+                    _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+                );
+                // u8 x i8 pairs -> i16 (at most 2*15*127, no saturation) -> i32 -> f32.
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_broadcastss_ps(prod),
+                    _mm256_cvtepi32_ps(dot),
+                    acc[r],
+                );
+            }
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum_float_8(acc[r]) + _mm_cvtss_f32(_mm_shuffle_ps(summs[r], summs[r], 1));
+        }
+        out
+    }
+
+    /// Dots of `R` consecutive Q8_0 weight rows with one Q8_0 row; `yd[i] = f32(y[i].d)`.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available; `w` has `R * nb` blocks, `y` and `yd` `nb`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8_0<const R: usize>(
+        w: *const BlockQ8_0,
+        nb: usize,
+        y: *const BlockQ8_0,
+        yd: *const f32,
+    ) -> [f32; R] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for i in 0..nb {
+            let yb = y.wrapping_add(i) as *const u8;
+            let qy = _mm256_lddqu_si256(yb.wrapping_add(2) as *const __m256i);
+            let d_y = _mm_castsi128_ps(load_u32(yd.wrapping_add(i) as *const u8));
+            for r in 0..R {
+                let xb = w.wrapping_add(r * nb + i) as *const u8;
+                let d_x = _mm_cvtsi32_si128(u16::from_le_bytes(*(xb as *const [u8; 2])) as i32);
+                let d = _mm_mul_ss(_mm_cvtph_ps(d_x), d_y);
+                let qx = _mm256_lddqu_si256(xb.wrapping_add(2) as *const __m256i);
+                // llama.cpp's mul_sum_i8_pairs_float: |x| * (y with x's sign).
+                let dot = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)),
+                    ones,
+                );
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(dot), acc[r]);
+            }
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum_float_8(acc[r]);
+        }
+        out
+    }
+}
+
+/// Weights of one projection, rows of `k` inputs each.
+pub enum QWeights<'a> {
+    Q4_1(&'a [BlockQ4_1]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+/// `dst[r * n + c] = dot(x row r, weight row c)` for `x` (m, k), `n` weight rows.
+/// Columns are split over `pool`; `simd = false` forces the scalar references.
+pub fn matmul(
+    w: QWeights,
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    dst: &mut [f32],
+    pool: &Pool,
+    simd: bool,
+) -> Result<(), String> {
+    if k % QK != 0 {
+        return Err(format!("matmul: k = {k} is not a multiple of {QK}"));
+    }
+    let nb = k / QK;
+    let w_blocks = match &w {
+        QWeights::Q4_1(b) => b.len(),
+        QWeights::Q8_0(b) => b.len(),
+    };
+    if x.len() != m * k || w_blocks != n * nb || dst.len() != m * n {
+        return Err(format!(
+            "matmul: sizes x {} weights {} dst {} do not fit ({m},{k},{n})",
+            x.len(),
+            w_blocks * QK,
+            dst.len()
+        ));
+    }
+    let simd = simd && simd_available();
+    let dst_addr = dst.as_mut_ptr() as usize;
+    // SAFETY (for the writes below): (r, c) with r < m, c < n is written by exactly one
+    // work item; ranges handed out by the pool are disjoint.
+    let put = move |r: usize, c: usize, v: f32| unsafe { *(dst_addr as *mut f32).add(r * n + c) = v };
+    // Chunks of whole groups of four rows keep the 4-row kernel busy.
+    let chunk = (n / (pool.threads() * 8)).clamp(4, 256) & !3;
+    match w {
+        QWeights::Q4_1(wb) => {
+            let mut ys = vec![BlockQ8_1::ZERO; m * nb];
+            for (xr, yr) in x.chunks_exact(k).zip(ys.chunks_exact_mut(nb)) {
+                quantize_row_q8_1(xr, yr);
+            }
+            let ysc: Vec<[f32; 2]> = ys.iter().map(|y| [y.d.to_f32(), y.s.to_f32()]).collect();
+            let work = |cols: std::ops::Range<usize>| {
+                let mut c = cols.start;
+                while c < cols.end {
+                    let four = simd && c + 4 <= cols.end;
+                    for r in 0..m {
+                        let (y, s) = (&ys[r * nb..(r + 1) * nb], &ysc[r * nb..(r + 1) * nb]);
+                        if four {
+                            #[cfg(target_arch = "x86_64")]
+                            {
+                                // SAFETY: features checked; rows c..c+4 exist (c + 4 <= n).
+                                let v = unsafe {
+                                    avx2::dot_q4_1::<4>(wb[c * nb..].as_ptr(), nb, y.as_ptr(), s.as_ptr())
+                                };
+                                for (j, v) in v.into_iter().enumerate() {
+                                    put(r, c + j, v);
+                                }
+                            }
+                        } else {
+                            let row = &wb[c * nb..(c + 1) * nb];
+                            #[cfg(target_arch = "x86_64")]
+                            let v = if simd {
+                                // SAFETY: features checked; one row of nb blocks.
+                                unsafe { avx2::dot_q4_1::<1>(row.as_ptr(), nb, y.as_ptr(), s.as_ptr())[0] }
+                            } else {
+                                vec_dot_q4_1_scalar(row, y)
+                            };
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let v = vec_dot_q4_1_scalar(row, y);
+                            put(r, c, v);
+                        }
+                    }
+                    c += if four { 4 } else { 1 };
+                }
+            };
+            pool.run(n, chunk, &work);
+        }
+        QWeights::Q8_0(wb) => {
+            let mut ys = vec![BlockQ8_0::ZERO; m * nb];
+            for (xr, yr) in x.chunks_exact(k).zip(ys.chunks_exact_mut(nb)) {
+                quantize_row_q8_0(xr, yr);
+            }
+            let yd: Vec<f32> = ys.iter().map(|y| y.d.to_f32()).collect();
+            let work = |cols: std::ops::Range<usize>| {
+                let mut c = cols.start;
+                while c < cols.end {
+                    let four = simd && c + 4 <= cols.end;
+                    for r in 0..m {
+                        let (y, d) = (&ys[r * nb..(r + 1) * nb], &yd[r * nb..(r + 1) * nb]);
+                        if four {
+                            #[cfg(target_arch = "x86_64")]
+                            {
+                                // SAFETY: features checked; rows c..c+4 exist.
+                                let v = unsafe {
+                                    avx2::dot_q8_0::<4>(wb[c * nb..].as_ptr(), nb, y.as_ptr(), d.as_ptr())
+                                };
+                                for (j, v) in v.into_iter().enumerate() {
+                                    put(r, c + j, v);
+                                }
+                            }
+                        } else {
+                            let row = &wb[c * nb..(c + 1) * nb];
+                            #[cfg(target_arch = "x86_64")]
+                            let v = if simd {
+                                // SAFETY: features checked; one row of nb blocks.
+                                unsafe { avx2::dot_q8_0::<1>(row.as_ptr(), nb, y.as_ptr(), d.as_ptr())[0] }
+                            } else {
+                                vec_dot_q8_0_scalar(row, y)
+                            };
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let v = vec_dot_q8_0_scalar(row, y);
+                            put(r, c, v);
+                        }
+                    }
+                    c += if four { 4 } else { 1 };
+                }
+            };
+            pool.run(n, chunk, &work);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    /// SplitMix64 for test data.
+    struct Rng(u64);
+    impl Rng {
+        fn next_f32(&mut self) -> f32 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+        fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| self.next_f32() * scale).collect()
+        }
+    }
+
+    /// Random weights quantized by candle, as (candle tensor, raw GGUF bytes).
+    fn random_weights(rng: &mut Rng, dtype: GgmlDType, n: usize, k: usize) -> (QTensor, Vec<u8>) {
+        let w = Tensor::from_vec(rng.vec(n * k, 0.1), (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let bytes = q.data().unwrap().into_owned();
+        (q, bytes)
+    }
+
+    #[test]
+    fn simd_q4_1_equals_scalar_reference_on_random_blocks() {
+        if !simd_available() {
+            eprintln!("no avx2/fma/f16c: only the scalar path exists on this cpu");
+            return;
+        }
+        let mut rng = Rng(7);
+        for nb in [1usize, 2, 3, 18, 48] {
+            let (_, bytes) = random_weights(&mut rng, GgmlDType::Q4_1, 4, nb * QK);
+            let w = BlockQ4_1::parse(&bytes).unwrap();
+            let mut ys = vec![BlockQ8_1::ZERO; nb];
+            quantize_row_q8_1(&rng.vec(nb * QK, 3.0), &mut ys);
+            let ysc: Vec<[f32; 2]> = ys.iter().map(|y| [y.d.to_f32(), y.s.to_f32()]).collect();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let four = unsafe { avx2::dot_q4_1::<4>(w.as_ptr(), nb, ys.as_ptr(), ysc.as_ptr()) };
+                for r in 0..4 {
+                    let reference = vec_dot_q4_1_scalar(&w[r * nb..(r + 1) * nb], &ys);
+                    let one = unsafe {
+                        avx2::dot_q4_1::<1>(w[r * nb..].as_ptr(), nb, ys.as_ptr(), ysc.as_ptr())[0]
+                    };
+                    // Same integer sums; only the order of f32 additions differs.
+                    let tol = 1e-5 * (1.0 + reference.abs()) * nb as f32;
+                    assert!((four[r] - reference).abs() <= tol, "nb {nb} row {r}: {} vs {reference}", four[r]);
+                    assert_eq!(one, four[r]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_q8_0_equals_scalar_reference_on_random_blocks() {
+        if !simd_available() {
+            return;
+        }
+        let mut rng = Rng(9);
+        for nb in [1usize, 5, 18] {
+            let (_, bytes) = random_weights(&mut rng, GgmlDType::Q8_0, 4, nb * QK);
+            let w = BlockQ8_0::parse(&bytes).unwrap();
+            let mut ys = vec![BlockQ8_0::ZERO; nb];
+            quantize_row_q8_0(&rng.vec(nb * QK, 3.0), &mut ys);
+            let yd: Vec<f32> = ys.iter().map(|y| y.d.to_f32()).collect();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let four = unsafe { avx2::dot_q8_0::<4>(w.as_ptr(), nb, ys.as_ptr(), yd.as_ptr()) };
+                for r in 0..4 {
+                    let reference = vec_dot_q8_0_scalar(&w[r * nb..(r + 1) * nb], &ys);
+                    let tol = 1e-5 * (1.0 + reference.abs()) * nb as f32;
+                    assert!((four[r] - reference).abs() <= tol, "nb {nb} row {r}: {} vs {reference}", four[r]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_quantization_follows_llama_cpp_rules() {
+        let mut xs = vec![0f32; QK];
+        // amax 127 gives scale 1: the values below are exact in f32.
+        xs[0] = 127.0;
+        xs[1] = -63.5; // ties to even -> -64
+        xs[2] = 2.5; // ties to even -> 2
+        let mut ys = [BlockQ8_1::ZERO];
+        quantize_row_q8_1(&xs, &mut ys);
+        assert_eq!(ys[0].d.to_f32(), 1.0);
+        assert_eq!(&ys[0].qs[..3], &[127, -64, 2]);
+        assert_eq!(ys[0].s.to_f32(), 65.0);
+        let mut zs = [BlockQ8_0::ZERO];
+        quantize_row_q8_0(&[0.0; QK], &mut zs);
+        assert_eq!(zs[0].d.to_f32(), 0.0);
+        assert!(zs[0].qs.iter().all(|&q| q == 0));
+    }
+
+    /// Our matmul against candle's own Q4_1 / Q8_0 matmul on the same bytes.
+    #[test]
+    fn matmul_matches_candle_quantized_matmul() {
+        let pool = Pool::new(2);
+        let mut rng = Rng(42);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (n, k) = (98, 576); // 98: not a multiple of 4, so the 1-row tail runs too
+            let (stock, bytes) = random_weights(&mut rng, dtype, n, k);
+            let stock = QMatMul::from_qtensor(stock).unwrap();
+            let (q41, q80);
+            let w = if dtype == GgmlDType::Q4_1 {
+                q41 = BlockQ4_1::parse(&bytes).unwrap();
+                QWeights::Q4_1(&q41)
+            } else {
+                q80 = BlockQ8_0::parse(&bytes).unwrap();
+                QWeights::Q8_0(&q80)
+            };
+            for m in [1usize, 5] {
+                let xs = rng.vec(m * k, 2.0);
+                let x = Tensor::from_vec(xs.clone(), (m, k), &Device::Cpu).unwrap();
+                let want: Vec<f32> = stock.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let mut simd = vec![0f32; m * n];
+                let mut scalar = vec![0f32; m * n];
+                let w2 = match &w {
+                    QWeights::Q4_1(b) => QWeights::Q4_1(b),
+                    QWeights::Q8_0(b) => QWeights::Q8_0(b),
+                };
+                matmul(w2, (m, k, n), &xs, &mut simd, &pool, true).unwrap();
+                let w3 = match &w {
+                    QWeights::Q4_1(b) => QWeights::Q4_1(b),
+                    QWeights::Q8_0(b) => QWeights::Q8_0(b),
+                };
+                matmul(w3, (m, k, n), &xs, &mut scalar, &pool, false).unwrap();
+                // candle rounds Q8_1's s in f16 arithmetic where llama.cpp (and we) use
+                // f32, so allow quantization noise, far below the values' spread.
+                let spread = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for i in 0..m * n {
+                    assert!((want[i] - simd[i]).abs() <= 0.02 * spread, "{dtype:?} m {m} [{i}]: candle {} simd {}", want[i], simd[i]);
+                    assert!((scalar[i] - simd[i]).abs() <= 1e-4 * (1.0 + scalar[i].abs()), "{dtype:?} m {m} [{i}]: scalar {} simd {}", scalar[i], simd[i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let pool = Pool::new(1);
+        let mut dst = vec![0f32; 1];
+        assert!(matmul(QWeights::Q4_1(&[]), (1, 33, 1), &[0.0; 33], &mut dst, &pool, true).is_err());
+        assert!(matmul(QWeights::Q8_0(&[]), (1, 32, 1), &[0.0; 32], &mut dst, &pool, true).is_err());
+        assert!(BlockQ4_1::parse(&[0; 21]).is_none());
+    }
+}

@@ -1,0 +1,702 @@
+//! The report page: one self-contained HTML file (inline CSS, inline SVG, a
+//! few lines of inline script for sorting; no external script, font or
+//! image), readable offline and without JavaScript.
+//!
+//! Per run: the key figures; cumulative spend over time and over cycles with
+//! the limit and threshold lines and markers for warnings, interrupts,
+//! checkpoints and resumes; cost by operation; tokens per call; every call
+//! in a table; the events; and the notes the reader raised.
+
+use super::log::{fmt_exact, Call, Log, MarkerKind, Run, Totals};
+use crate::budget::Nanos;
+use std::fmt::Write;
+
+const W: f64 = 880.0;
+const H: f64 = 330.0;
+const LEFT: f64 = 78.0;
+const RIGHT: f64 = 56.0;
+const TOP: f64 = 30.0;
+const BOTTOM: f64 = 46.0;
+
+/// Escape text for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// About `n` round tick values covering `[lo, hi]`.
+pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / n.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    let mut k = 0;
+    loop {
+        let v = first + k as f64 * step;
+        if v > hi + step * 1e-9 {
+            break;
+        }
+        out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
+        k += 1;
+    }
+    out
+}
+
+fn fmt_usd_tick(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 { 0 } else { ((-step.log10()).ceil() as usize).min(9) };
+    format!("${v:.decimals$}")
+}
+
+/// Seconds as a short axis label for a span of `span` seconds.
+pub fn fmt_secs(s: f64, span: f64) -> String {
+    if span < 2.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if span < 120.0 {
+        let t = format!("{s:.1}");
+        format!("{} s", t.strip_suffix(".0").unwrap_or(&t))
+    } else if span < 7200.0 {
+        format!("{}:{:02}", (s / 60.0).floor() as u64, (s % 60.0).floor() as u64)
+    } else {
+        format!("{}:{:02}h", (s / 3600.0).floor() as u64, ((s % 3600.0) / 60.0).floor() as u64)
+    }
+}
+
+fn usd(n: Nanos) -> f64 {
+    crate::budget::nanos_to_usd(n)
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut o = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            o.push(',');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// A linear map from data to the plot area.
+struct Scale {
+    x0: f64,
+    x1: f64,
+    y1: f64,
+}
+
+impl Scale {
+    fn x(&self, v: f64) -> f64 {
+        let span = (self.x1 - self.x0).max(f64::MIN_POSITIVE);
+        LEFT + (v - self.x0) / span * (W - LEFT - RIGHT)
+    }
+    fn y(&self, v: f64) -> f64 {
+        let span = self.y1.max(f64::MIN_POSITIVE);
+        H - BOTTOM - v / span * (H - TOP - BOTTOM)
+    }
+}
+
+/// One axis of a spend chart: how to place and label x.
+enum XAxis {
+    Time { span: f64 },
+    Cycles,
+}
+
+struct Point {
+    x: f64,
+    spent: Nanos,
+    title: String,
+}
+
+struct Mark {
+    kind: MarkerKind,
+    x: f64,
+    spent: Nanos,
+    title: String,
+    label: String,
+}
+
+/// A cumulative spend chart: the spend as steps through the call points,
+/// the limit and threshold lines as steps through the segments, markers.
+#[allow(clippy::too_many_arguments)]
+fn spend_chart(
+    o: &mut String,
+    id: &str,
+    title: &str,
+    axis: XAxis,
+    (x0, x1): (f64, f64),
+    origin: (f64, Nanos),
+    points: &[Point],
+    limits: &[(f64, Nanos)],
+    thresholds: &[f64],
+    marks: &[Mark],
+) {
+    let max_limit = limits.iter().map(|l| l.1).max().unwrap_or(0);
+    let max_spent = points.iter().map(|p| p.spent).max().unwrap_or(0).max(marks.iter().map(|m| m.spent).max().unwrap_or(0));
+    let top = usd(max_limit.max(max_spent)).max(1e-9) * 1.08;
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let s = Scale { x0, x1, y1: top };
+    let _ = writeln!(o, r#"<figure class="chart-box"><figcaption>{}</figcaption>"#, esc(title));
+    let _ = writeln!(
+        o,
+        r#"<svg class="chart" id="{id}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        esc(title)
+    );
+    let (pl, pr, pt, pb) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+    let _ = writeln!(o, r#"<rect class="plot" x="{pl}" y="{pt}" width="{:.1}" height="{:.1}"/>"#, pr - pl, pb - pt);
+    // Y grid and labels.
+    let yt = ticks(0.0, top, 5);
+    let ystep = if yt.len() > 1 { yt[1] - yt[0] } else { top };
+    for v in &yt {
+        let y = s.y(*v);
+        let _ = writeln!(o, r#"<line class="grid" x1="{pl}" x2="{pr}" y1="{y:.1}" y2="{y:.1}"/><text class="ylab" x="{:.1}" y="{:.1}">{}</text>"#, pl - 6.0, y + 4.0, fmt_usd_tick(*v, ystep));
+    }
+    // X grid and labels.
+    let xt: Vec<f64> = match axis {
+        XAxis::Time { .. } => ticks(x0, x1, 7),
+        XAxis::Cycles => {
+            let span = (x1 - x0).max(1.0);
+            let step = ticks(0.0, span, 10).get(1).copied().unwrap_or(1.0).max(1.0).round();
+            let mut v = Vec::new();
+            let mut c = x0.ceil();
+            while c <= x1 + 1e-9 {
+                v.push(c);
+                c += step;
+            }
+            v
+        }
+    };
+    for v in &xt {
+        let x = s.x(*v);
+        let label = match axis {
+            XAxis::Time { span } => fmt_secs(*v, span),
+            XAxis::Cycles => format!("{v:.0}"),
+        };
+        let _ = writeln!(o, r#"<line class="grid" x1="{x:.1}" x2="{x:.1}" y1="{pt}" y2="{pb}"/><text class="xlab" x="{x:.1}" y="{:.1}">{}</text>"#, pb + 16.0, esc(&label));
+    }
+    let xname = match axis {
+        XAxis::Time { .. } => "time since the run started",
+        XAxis::Cycles => "cycle",
+    };
+    let _ = writeln!(o, r#"<text class="axis-name" x="{:.1}" y="{:.1}">{xname}</text>"#, (pl + pr) / 2.0, H - 6.0);
+    let _ = writeln!(o, r#"<text class="axis-name" transform="translate(14 {:.1}) rotate(-90)">spent (USD)</text>"#, (pt + pb) / 2.0);
+
+    // Limit and thresholds: steps, one level per segment.
+    let steps = |frac: f64| -> String {
+        let mut d = String::new();
+        for (i, (from, limit)) in limits.iter().enumerate() {
+            let to = limits.get(i + 1).map(|l| l.0).unwrap_or(x1).max(*from);
+            let y = s.y(usd(*limit) * frac);
+            let _ = write!(d, "{}{:.1} {:.1} L{:.1} {:.1} ", if i == 0 { "M" } else { "L" }, s.x(*from), y, s.x(to), y);
+        }
+        d
+    };
+    if !limits.is_empty() {
+        let last = limits.last().map(|l| l.1).unwrap_or(0);
+        for t in thresholds {
+            let y = s.y(usd(last) * t);
+            let _ = writeln!(o, r#"<path class="threshold" d="{}"/><text class="tlab" x="{:.1}" y="{:.1}">{:.0}%</text>"#, steps(*t), pr + 4.0, y + 4.0, t * 100.0);
+        }
+        let _ = writeln!(o, r#"<path class="limit" d="{}"/><text class="llab" x="{:.1}" y="{:.1}">limit</text>"#, steps(1.0), pr + 4.0, s.y(usd(last)) + 4.0);
+    }
+
+    // The spend: a step after each call.
+    let mut d = format!("M{:.1} {:.1}", s.x(origin.0), s.y(usd(origin.1)));
+    let mut prev = origin.1;
+    for p in points {
+        let _ = write!(d, " L{:.1} {:.1} L{:.1} {:.1}", s.x(p.x), s.y(usd(prev)), s.x(p.x), s.y(usd(p.spent)));
+        prev = p.spent;
+    }
+    let _ = writeln!(o, r#"<path class="spend" d="{d}"/>"#);
+
+    // Markers: a line down the plot, a symbol at the spend, labels that do not overlap.
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    for m in marks {
+        let x = s.x(m.x);
+        let y = s.y(usd(m.spent));
+        let row = (0..).find(|r| rows.get(*r).is_none_or(|xs: &Vec<f64>| xs.iter().all(|px| (px - x).abs() > 44.0))).unwrap_or(0);
+        if rows.len() <= row {
+            rows.resize(row + 1, Vec::new());
+        }
+        rows[row].push(x);
+        let ly = pt + 12.0 + row as f64 * 14.0;
+        let kind = m.kind.as_str();
+        let symbol = match m.kind {
+            MarkerKind::Warning => format!(r#"<path d="M{x:.1} {:.1} l5 9 h-10 z"/>"#, y - 6.0),
+            MarkerKind::Checkpoint => format!(r#"<rect x="{:.1}" y="{:.1}" width="8" height="8"/>"#, x - 4.0, y - 4.0),
+            MarkerKind::Interrupt => format!(r#"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8"/>"#, x - 4.0, y - 4.0),
+            MarkerKind::Resume => format!(r#"<path d="M{x:.1} {:.1} l5 5 l-5 5 l-5 -5 z"/>"#, y - 5.0),
+        };
+        let _ = writeln!(
+            o,
+            r#"<g class="marker {kind}" data-kind="{kind}"><title>{}</title><line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{pb}"/>{symbol}<text x="{:.1}" y="{ly:.1}">{}</text></g>"#,
+            esc(&m.title),
+            ly + 3.0,
+            x + 3.0,
+            esc(&m.label)
+        );
+    }
+    for p in points {
+        let _ = writeln!(o, r#"<circle class="pt" cx="{:.1}" cy="{:.1}" r="3.5"><title>{}</title></circle>"#, s.x(p.x), s.y(usd(p.spent)), esc(&p.title));
+    }
+    let _ = writeln!(o, "</svg></figure>");
+}
+
+fn call_title(c: &Call) -> String {
+    format!(
+        "call {} · cycle {} · {}\ncost {} · spent {}\n{} in / {} out tokens",
+        c.seq,
+        c.cycle,
+        c.operation,
+        fmt_exact(c.cost_nanos),
+        fmt_exact(c.spent_nanos),
+        thousands(c.input_tokens),
+        thousands(c.output_tokens)
+    )
+}
+
+fn marker_title(m: &super::log::Marker) -> String {
+    let mut t = format!("{}: {}", m.kind.as_str(), m.label);
+    if !m.detail.is_empty() {
+        let _ = write!(t, "\n{}", m.detail);
+    }
+    let _ = write!(t, "\n{} · spent {}", m.timestamp, fmt_exact(m.spent_nanos));
+    t
+}
+
+fn short_label(m: &super::log::Marker) -> String {
+    match m.kind {
+        MarkerKind::Warning => m.label.clone(),
+        MarkerKind::Checkpoint => "ckpt".into(),
+        MarkerKind::Interrupt => "stop".into(),
+        MarkerKind::Resume => "resume".into(),
+    }
+}
+
+fn over_time(o: &mut String, idx: usize, r: &Run) {
+    let last_t = r
+        .calls
+        .iter()
+        .filter_map(|c| c.t)
+        .chain(r.markers.iter().filter_map(|m| m.t))
+        .chain(r.segments.iter().filter_map(|s| s.t))
+        .fold(0.0f64, f64::max);
+    let span = if last_t > 0.0 { last_t } else { 0.001 };
+    // A line without a time is placed at the one before it.
+    let mut prev = 0.0;
+    let points: Vec<Point> = r
+        .calls
+        .iter()
+        .map(|c| {
+            prev = c.t.unwrap_or(prev);
+            Point { x: prev, spent: c.spent_nanos, title: call_title(c) }
+        })
+        .collect();
+    let marks: Vec<Mark> = r
+        .markers
+        .iter()
+        .map(|m| Mark { kind: m.kind, x: m.t.unwrap_or(span), spent: m.spent_nanos, title: marker_title(m), label: short_label(m) })
+        .collect();
+    let limits: Vec<(f64, Nanos)> = r.limit_steps().iter().enumerate().map(|(i, (t, _, l))| (if i == 0 { 0.0 } else { t.unwrap_or(0.0) }, *l)).collect();
+    let thresholds = r.totals().thresholds;
+    spend_chart(o, &format!("time-{idx}"), "Cumulative spend over time", XAxis::Time { span }, (0.0, span), (0.0, 0), &points, &limits, &thresholds, &marks);
+}
+
+fn over_cycles(o: &mut String, idx: usize, r: &Run, t: &Totals) {
+    let first = r.segments.first().map(|s| s.resumed_cycle.unwrap_or(0)).unwrap_or(0) as f64;
+    let last = r
+        .calls
+        .iter()
+        .map(|c| c.cycle)
+        .chain(r.markers.iter().filter_map(|m| m.cycle))
+        .chain(t.cycles_completed)
+        .max()
+        .unwrap_or(0) as f64;
+    // Calls of one cycle share it: the k-th of n sits at cycle - 1 + k/n, the last at the cycle.
+    let mut points = Vec::new();
+    let mut i = 0;
+    while i < r.calls.len() {
+        let c = &r.calls[i];
+        let n = r.calls[i..].iter().take_while(|d| d.cycle == c.cycle && d.segment == c.segment).count();
+        for k in 0..n {
+            let d = &r.calls[i + k];
+            let x = d.cycle as f64 - 1.0 + (k + 1) as f64 / n as f64;
+            points.push(Point { x: x.max(first), spent: d.spent_nanos, title: call_title(d) });
+        }
+        i += n;
+    }
+    let marks: Vec<Mark> = r
+        .markers
+        .iter()
+        .map(|m| Mark { kind: m.kind, x: m.cycle.map(f64::from).unwrap_or(last), spent: m.spent_nanos, title: marker_title(m), label: short_label(m) })
+        .collect();
+    let limits: Vec<(f64, Nanos)> = r.limit_steps().iter().enumerate().map(|(i, (_, c, l))| (if i == 0 { first } else { c.map(f64::from).unwrap_or(first) }, *l)).collect();
+    let origin = (first, 0);
+    spend_chart(o, &format!("cycles-{idx}"), "Cumulative spend over cycles", XAxis::Cycles, (first, last.max(first + 1.0)), origin, &points, &limits, &t.thresholds, &marks);
+}
+
+fn operations_chart(o: &mut String, idx: usize, t: &Totals) {
+    let ops: Vec<(&String, Nanos)> = t.by_operation.iter().map(|(k, v)| (k, v.cost)).collect();
+    let row = 24.0;
+    let label_w = 210.0;
+    let value_w = 150.0;
+    let h = TOP + row * ops.len().max(1) as f64 + 12.0;
+    let max = ops.iter().map(|o| o.1).max().unwrap_or(0).max(1) as f64;
+    let _ = writeln!(o, r#"<figure class="chart-box"><figcaption>Cost by operation</figcaption>"#);
+    let _ = writeln!(o, r#"<svg class="chart" id="ops-{idx}" viewBox="0 0 {W} {h:.0}" width="{W}" height="{h:.0}" role="img" aria-label="Cost by operation" xmlns="http://www.w3.org/2000/svg">"#);
+    if ops.is_empty() {
+        let _ = writeln!(o, r#"<text class="empty" x="{:.0}" y="{:.0}">no calls</text>"#, W / 2.0, TOP + 10.0);
+    }
+    for (i, (name, cost)) in ops.iter().enumerate() {
+        let y = TOP / 2.0 + i as f64 * row;
+        let w = (*cost as f64 / max) * (W - label_w - value_w - 20.0);
+        let shown: String = if name.chars().count() > 30 { format!("{}…", name.chars().take(29).collect::<String>()) } else { name.to_string() };
+        let pct = super::percent(*cost, t.spent_nanos);
+        let _ = writeln!(
+            o,
+            r#"<g class="bar"><title>{}: {} ({pct:.1}%)</title><text class="oplab" x="{:.1}" y="{:.1}">{}</text><rect x="{label_w}" y="{:.1}" width="{:.1}" height="{:.1}"/><text class="val" x="{:.1}" y="{:.1}">{} ({pct:.1}%)</text></g>"#,
+            esc(name),
+            fmt_exact(*cost),
+            label_w - 8.0,
+            y + row * 0.62,
+            esc(&shown),
+            y + 3.0,
+            w.max(1.0),
+            row - 6.0,
+            label_w + w + 6.0,
+            y + row * 0.62,
+            fmt_exact(*cost)
+        );
+    }
+    let _ = writeln!(o, "</svg></figure>");
+}
+
+fn tokens_chart(o: &mut String, idx: usize, r: &Run) {
+    let max = r.calls.iter().map(|c| c.input_tokens + c.output_tokens).max().unwrap_or(0).max(1) as f64 * 1.08;
+    let n = r.calls.len().max(1) as f64;
+    let s = Scale { x0: 0.0, x1: n, y1: max };
+    let slot = (W - LEFT - RIGHT) / n;
+    let bw = (slot * 0.7).clamp(1.0, 40.0);
+    let _ = writeln!(o, r#"<figure class="chart-box"><figcaption>Tokens per call</figcaption>"#);
+    let _ = writeln!(o, r#"<svg class="chart" id="tokens-{idx}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="Tokens per call" xmlns="http://www.w3.org/2000/svg">"#);
+    let (pl, pr, pt, pb) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+    let _ = writeln!(o, r#"<rect class="plot" x="{pl}" y="{pt}" width="{:.1}" height="{:.1}"/>"#, pr - pl, pb - pt);
+    for v in ticks(0.0, max, 5) {
+        let y = s.y(v);
+        let _ = writeln!(o, r#"<line class="grid" x1="{pl}" x2="{pr}" y1="{y:.1}" y2="{y:.1}"/><text class="ylab" x="{:.1}" y="{:.1}">{}</text>"#, pl - 6.0, y + 4.0, thousands(v as u64));
+    }
+    let every = ((r.calls.len() as f64 / 20.0).ceil() as usize).max(1);
+    for c in &r.calls {
+        let cx = s.x(c.seq as f64 - 0.5);
+        let x = cx - bw / 2.0;
+        let fresh = c.input_tokens.saturating_sub(c.cached_tokens);
+        let (y_in, y_cached, y_out) = (s.y(fresh as f64), s.y((fresh + c.cached_tokens) as f64), s.y((c.input_tokens + c.output_tokens) as f64));
+        let _ = write!(o, r#"<g class="bar tok"><title>call {} · {}: {} in ({} cached) / {} out</title>"#, c.seq, esc(&c.operation), thousands(c.input_tokens), thousands(c.cached_tokens), thousands(c.output_tokens));
+        let _ = write!(o, r#"<rect class="in" x="{x:.1}" y="{y_in:.1}" width="{bw:.1}" height="{:.1}"/>"#, pb - y_in);
+        if c.cached_tokens > 0 {
+            let _ = write!(o, r#"<rect class="cached" x="{x:.1}" y="{y_cached:.1}" width="{bw:.1}" height="{:.1}"/>"#, y_in - y_cached);
+        }
+        let _ = write!(o, r#"<rect class="out" x="{x:.1}" y="{y_out:.1}" width="{bw:.1}" height="{:.1}"/>"#, y_cached - y_out);
+        let _ = writeln!(o, "</g>");
+        if (c.seq - 1) % every == 0 {
+            let _ = writeln!(o, r#"<text class="xlab" x="{cx:.1}" y="{:.1}">{}</text>"#, pb + 16.0, c.seq);
+        }
+    }
+    let _ = writeln!(o, r#"<text class="axis-name" x="{:.1}" y="{:.1}">call</text>"#, (pl + pr) / 2.0, H - 6.0);
+    let _ = writeln!(o, r#"<text class="axis-name" transform="translate(14 {:.1}) rotate(-90)">tokens</text>"#, (pt + pb) / 2.0);
+    let _ = writeln!(o, "</svg>");
+    let _ = writeln!(o, r#"<div class="legend"><span class="sw in"></span>input <span class="sw cached"></span>cached input <span class="sw out"></span>output</div></figure>"#);
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn calls_table(o: &mut String, r: &Run) {
+    let _ = writeln!(o, r#"<h3>Every call</h3><div class="scroll"><table class="calls"><thead><tr>"#);
+    for h in ["#", "time", "cycle", "operation", "model", "input", "cached", "output", "max", "reserved", "cost", "spent", "limit", "latency", "finish", "fuel"] {
+        let _ = write!(o, "<th>{h}</th>");
+    }
+    let _ = writeln!(o, "</tr></thead><tbody>");
+    for c in &r.calls {
+        let num = |v: Option<u64>| match v {
+            Some(n) => format!(r#"<td class="n" data-v="{n}">{}</td>"#, thousands(n)),
+            None => r#"<td class="n" data-v="-1"></td>"#.to_string(),
+        };
+        let money = |v: Option<u64>| match v {
+            Some(n) => format!(r#"<td class="n" data-v="{n}">{}</td>"#, fmt_exact(n)),
+            None => r#"<td class="n" data-v="-1"></td>"#.to_string(),
+        };
+        let failed = if c.kind == super::log::CallKind::Failed { r#" class="failed""# } else { "" };
+        let finish = match (&c.error, &c.finish_reason) {
+            (Some(e), _) => format!("failed: {e}"),
+            (None, f) => opt(f),
+        };
+        let _ = writeln!(
+            o,
+            r#"<tr{failed}><td class="n" data-v="{}">{}</td><td data-v="{}">{}</td>{}<td>{}</td><td>{}</td>{}{}{}{}{}{}{}{}{}<td>{}</td>{}</tr>"#,
+            c.seq,
+            c.seq,
+            c.t.unwrap_or(0.0),
+            c.t.map(|t| format!("+{t:.3} s")).unwrap_or_default(),
+            num(Some(c.cycle as u64)),
+            esc(&c.operation),
+            esc(&c.model),
+            num(Some(c.input_tokens)),
+            num(Some(c.cached_tokens)),
+            num(Some(c.output_tokens)),
+            num(c.max_tokens),
+            money(c.reserved_nanos),
+            money(Some(c.cost_nanos)),
+            money(Some(c.spent_nanos)),
+            money(c.limit_nanos),
+            num(c.latency_ms).replace("</td>", if c.latency_ms.is_some() { " ms</td>" } else { "</td>" }),
+            esc(&finish),
+            num(c.fuel),
+        );
+    }
+    let _ = writeln!(o, "</tbody></table></div>");
+}
+
+fn events_table(o: &mut String, r: &Run) {
+    if r.markers.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, r#"<h3>Events</h3><table class="events"><thead><tr><th>time</th><th>cycle</th><th>event</th><th></th><th>spent</th><th>detail</th></tr></thead><tbody>"#);
+    for m in &r.markers {
+        let _ = writeln!(
+            o,
+            r#"<tr class="{k}"><td>{}</td><td class="n">{}</td><td><span class="dot {k}"></span>{k}</td><td>{}</td><td class="n">{}</td><td>{}</td></tr>"#,
+            m.t.map(|t| format!("+{t:.3} s")).unwrap_or_default(),
+            opt(&m.cycle),
+            esc(&m.label),
+            fmt_exact(m.spent_nanos),
+            esc(&m.detail),
+            k = m.kind.as_str()
+        );
+    }
+    let _ = writeln!(o, "</tbody></table>");
+}
+
+fn cards(o: &mut String, r: &Run, t: &Totals) {
+    let remaining = t.limit_nanos.saturating_sub(t.spent_nanos);
+    let status = match (&t.status, &t.stop_source) {
+        (Some(s), Some(src)) => format!("{s} ({src})"),
+        (Some(s), None) => s.clone(),
+        _ => "unknown".into(),
+    };
+    let resumes = r.segments.iter().filter(|s| s.resumed_from.is_some()).count();
+    let cards = [
+        ("Spent", fmt_exact(t.spent_nanos), format!("{} nano-USD", thousands(t.spent_nanos))),
+        ("Limit", fmt_exact(t.limit_nanos), format!("remaining {}", fmt_exact(remaining))),
+        ("Budget used", format!("{:.1}%", super::percent(t.spent_nanos, t.limit_nanos)), format!("warnings at {}", t.thresholds.iter().map(|x| format!("{:.0}%", x * 100.0)).collect::<Vec<_>>().join(", "))),
+        ("Calls", t.calls.to_string(), format!("avg {} · {} refused", fmt_exact(if t.calls == 0 { 0 } else { t.spent_nanos / t.calls as u64 }), r.refused)),
+        ("Tokens", format!("{} / {}", thousands(t.input_tokens), thousands(t.output_tokens)), format!("in / out · {} cached", thousands(t.cached_tokens))),
+        ("Cycles", opt(&t.cycles_completed), format!("{status}{}", if resumes > 0 { format!(" · {resumes} resume{}", if resumes == 1 { "" } else { "s" }) } else { String::new() })),
+    ];
+    let _ = writeln!(o, r#"<div class="cards">"#);
+    for (k, v, sub) in cards {
+        let _ = writeln!(o, r#"<div class="card"><div class="k">{k}</div><div class="v">{}</div><div class="sub">{}</div></div>"#, esc(&v), esc(&sub));
+    }
+    let _ = writeln!(o, "</div>");
+}
+
+const CSS: &str = r#"
+:root { color-scheme: light; --ink: #1f2937; --muted: #6b7280; --line: #e5e7eb; --spend: #0f766e; --limit: #dc2626;
+  --warn: #d97706; --ckpt: #2563eb; --stop: #dc2626; --resume: #7c3aed; --in: #60a5fa; --cached: #bfdbfe; --out: #34d399; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px 32px 48px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+  color: var(--ink); background: #f9fafb; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; } h3 { font-size: 15px; margin: 20px 0 8px; }
+.meta, .sub, figcaption, .muted { color: var(--muted); }
+.run { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 8px 20px 20px; margin-top: 20px; max-width: 940px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 10px; margin: 12px 0; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 8px 10px; background: #fcfcfd; }
+.card .k { font-size: 12px; color: var(--muted); } .card .v { font-size: 19px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.card .sub { font-size: 11.5px; }
+figure { margin: 16px 0 0; } figcaption { font-weight: 600; color: var(--ink); margin-bottom: 4px; }
+svg.chart { display: block; max-width: 100%; height: auto; background: #fff; font-size: 11px; }
+svg .plot { fill: #fff; stroke: var(--line); } svg .grid { stroke: #f0f1f3; }
+svg .ylab { text-anchor: end; fill: var(--muted); } svg .xlab { text-anchor: middle; fill: var(--muted); }
+svg .axis-name { text-anchor: middle; fill: var(--muted); font-size: 11.5px; }
+svg .spend { fill: none; stroke: var(--spend); stroke-width: 2.2; }
+svg circle.pt { fill: var(--spend); stroke: #fff; stroke-width: 1.2; }
+svg .limit { fill: none; stroke: var(--limit); stroke-width: 1.8; stroke-dasharray: 7 4; }
+svg .threshold { fill: none; stroke: var(--warn); stroke-width: 1.1; stroke-dasharray: 2 3; opacity: .9; }
+svg .llab { fill: var(--limit); font-weight: 600; } svg .tlab { fill: var(--warn); }
+svg .marker line { stroke-width: 1; stroke-dasharray: 3 3; opacity: .75; } svg .marker text { font-size: 10.5px; font-weight: 600; }
+svg .marker.warning line, svg .marker.warning path { stroke: var(--warn); fill: var(--warn); } svg .marker.warning text { fill: var(--warn); }
+svg .marker.checkpoint line, svg .marker.checkpoint rect { stroke: var(--ckpt); fill: var(--ckpt); } svg .marker.checkpoint text { fill: var(--ckpt); }
+svg .marker.interrupt line { stroke: var(--stop); } svg .marker.interrupt path { stroke: var(--stop); stroke-width: 2.4; fill: none; } svg .marker.interrupt text { fill: var(--stop); }
+svg .marker.resume line, svg .marker.resume path { stroke: var(--resume); fill: var(--resume); } svg .marker.resume text { fill: var(--resume); }
+svg .bar rect { fill: var(--spend); } svg .oplab { text-anchor: end; } svg .val { fill: var(--muted); }
+svg .tok rect.in { fill: var(--in); } svg .tok rect.cached { fill: var(--cached); } svg .tok rect.out { fill: var(--out); }
+svg .empty { text-anchor: middle; fill: var(--muted); }
+.legend { font-size: 12px; color: var(--muted); margin: 4px 0 0 4px; }
+.sw, .dot { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; vertical-align: -1px; }
+.sw.in { background: var(--in); } .sw.cached { background: var(--cached); } .sw.out { background: var(--out); }
+.sw.spend { background: var(--spend); } .sw.limit { background: var(--limit); } .sw.thr { background: var(--warn); }
+.dot { border-radius: 50%; margin-left: 0; } .dot.warning { background: var(--warn); } .dot.checkpoint { background: var(--ckpt); }
+.dot.interrupt { background: var(--stop); } .dot.resume { background: var(--resume); }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; width: 100%; }
+th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
+th { background: #f3f4f6; position: sticky; top: 0; } table.calls th { cursor: pointer; user-select: none; }
+td.n { text-align: right; } tr.failed td { color: var(--stop); }
+.notes li { color: #92400e; }
+"#;
+
+/// Sorting by column; and a mark of how many points each chart really drew
+/// (their rendered boxes), which the end-to-end test reads back.
+const SCRIPT: &str = r#"
+(function () {
+  var drawn = [];
+  document.querySelectorAll('svg.chart').forEach(function (svg) {
+    var items = svg.querySelectorAll('.pt, .bar'), ok = 0;
+    items.forEach(function (el) { var b = el.getBBox(); if (b.width > 0 && b.height > 0) ok++; });
+    drawn.push(svg.id + ':' + ok + '/' + items.length);
+  });
+  document.body.setAttribute('data-drawn', drawn.join(' '));
+  document.querySelectorAll('table.calls').forEach(function (table) {
+    table.querySelectorAll('th').forEach(function (th, col) {
+      th.addEventListener('click', function () {
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        var dir = th.getAttribute('data-dir') === 'asc' ? -1 : 1;
+        rows.sort(function (a, b) {
+          var x = a.cells[col], y = b.cells[col];
+          var u = x.getAttribute('data-v'), v = y.getAttribute('data-v');
+          if (u !== null && v !== null) return dir * (parseFloat(u) - parseFloat(v));
+          return dir * x.textContent.localeCompare(y.textContent);
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+        th.setAttribute('data-dir', dir === 1 ? 'asc' : 'desc');
+      });
+    });
+  });
+})();
+"#;
+
+/// The whole page.
+pub fn page(log: &Log) -> String {
+    let mut o = String::new();
+    let title = match log.runs.as_slice() {
+        [r] => format!("Cost report · {}", r.run_id),
+        runs => format!("Cost report · {} runs", runs.len()),
+    };
+    let _ = writeln!(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    let _ = writeln!(o, r#"<meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title>"#, esc(&title));
+    let _ = writeln!(o, "<style>{CSS}</style></head><body>");
+    let _ = writeln!(o, "<h1>💰 {}</h1>", esc(&title));
+    let _ = writeln!(
+        o,
+        r#"<div class="meta">From <code>{}</code> · {} lines · generated {} by host {}</div>"#,
+        esc(&log.path.display().to_string()),
+        log.lines,
+        esc(&crate::audit::timestamp()[..19]),
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(n) = log.skipped_note() {
+        let _ = writeln!(o, r#"<ul class="notes"><li>{}</li></ul>"#, esc(n.trim_start_matches("note: ")));
+    }
+    if log.runs.len() > 1 {
+        let _ = writeln!(o, r#"<h2>All runs</h2><table class="runs"><thead><tr><th>run</th><th>agent</th><th>status</th><th>calls</th><th>spent</th><th>limit</th><th>used</th></tr></thead><tbody>"#);
+        let mut total = 0;
+        for (i, r) in log.runs.iter().enumerate() {
+            let t = r.totals();
+            total += t.spent_nanos;
+            let _ = writeln!(
+                o,
+                r##"<tr><td><a href="#run-{i}">{}</a></td><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}%</td></tr>"##,
+                esc(&r.run_id),
+                esc(&r.agent_id),
+                esc(&opt(&t.status)),
+                t.calls,
+                fmt_exact(t.spent_nanos),
+                fmt_exact(t.limit_nanos),
+                super::percent(t.spent_nanos, t.limit_nanos)
+            );
+        }
+        let _ = writeln!(o, r#"<tr><th>total</th><th></th><th></th><th></th><th class="n">{}</th><th></th><th></th></tr></tbody></table>"#, fmt_exact(total));
+    }
+    for (i, r) in log.runs.iter().enumerate() {
+        let t = r.totals();
+        let _ = writeln!(o, r#"<section class="run" id="run-{i}">"#);
+        let _ = writeln!(o, "<h2>{}</h2>", esc(&r.run_id));
+        let what: Vec<String> = [Some(format!("agent {}", r.agent_id)), r.agent.clone(), match (&r.provider, &r.model) {
+            (Some(p), Some(m)) => Some(format!("{p}/{m}")),
+            (None, Some(m)) => Some(m.clone()),
+            _ => None,
+        }]
+        .into_iter()
+        .flatten()
+        .collect();
+        let _ = writeln!(o, r#"<div class="meta">{} · started {}</div>"#, esc(&what.join(" · ")), esc(&r.first_timestamp));
+        cards(&mut o, r, &t);
+        if !t.notes.is_empty() {
+            let _ = writeln!(o, r#"<ul class="notes">"#);
+            for n in &t.notes {
+                let _ = writeln!(o, "<li>{}</li>", esc(n));
+            }
+            let _ = writeln!(o, "</ul>");
+        }
+        let _ = writeln!(
+            o,
+            r#"<div class="legend"><span class="sw spend"></span>spend (a point per call) <span class="sw limit"></span>limit <span class="sw thr"></span>warning thresholds <span class="dot warning"></span>warning <span class="dot checkpoint"></span>checkpoint <span class="dot interrupt"></span>interrupt <span class="dot resume"></span>resume</div>"#
+        );
+        over_time(&mut o, i, r);
+        over_cycles(&mut o, i, r, &t);
+        operations_chart(&mut o, i, &t);
+        tokens_chart(&mut o, i, r);
+        calls_table(&mut o, r);
+        events_table(&mut o, r);
+        let _ = writeln!(o, "</section>");
+    }
+    let _ = writeln!(o, "<script>{SCRIPT}</script>\n</body></html>");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        let t = ticks(0.0, 0.1, 5);
+        assert_eq!(t.len(), 6, "{t:?}");
+        assert!((t[5] - 0.1).abs() < 1e-12, "{t:?}");
+        let t = ticks(0.0, 0.108, 5);
+        assert_eq!(t.len(), 6, "{t:?}");
+        assert!((t[1] - 0.02).abs() < 1e-12);
+        assert_eq!(ticks(0.0, 10.0, 10), (0..=10).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(ticks(1.0, 1.0, 5), vec![1.0]);
+        assert_eq!(fmt_usd_tick(0.04, 0.02), "$0.04");
+        assert_eq!(fmt_usd_tick(0.0025, 0.0025), "$0.0025");
+    }
+
+    #[test]
+    fn seconds_read_well_at_every_span() {
+        assert_eq!(fmt_secs(0.012, 0.05), "12 ms");
+        assert_eq!(fmt_secs(3.0, 10.0), "3 s");
+        assert_eq!(fmt_secs(2.5, 10.0), "2.5 s");
+        assert_eq!(fmt_secs(150.0, 600.0), "2:30");
+        assert_eq!(fmt_secs(7260.0, 9000.0), "2:01h");
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(esc(r#"<b>"x" & 'y'</b>"#), "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;");
+    }
+}
