@@ -8,6 +8,10 @@ RUST_AGENTS := essay-agent chaos-agent
 # Hooks build in their own cargo run: guest-sdk's `hook` feature must not unify with `agent`.
 RUST_HOOKS := budget-monitor chaos-hook
 
+# Hooks in JavaScript, Python and C and the Python essay agent: polyglot-tools,
+# polyglot-plugins, polyglot-test (toolchains from Debian, PyPI and npm).
+include plugins/polyglot.mk
+
 .PHONY: all setup build plugins demo test bench clean
 
 all: build plugins
@@ -19,7 +23,8 @@ build:
 	$(CARGO) build -p host
 
 # Rust plugins: one cargo invocation for all, then copy each to plugins/<name>/<name>.wasm.
-plugins: setup
+# The JS, Python and C components come from plugins/polyglot.mk.
+plugins: setup polyglot-tools polyglot-plugins
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_AGENTS))
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_HOOKS))
 	@for p in $(RUST_AGENTS) $(RUST_HOOKS); do \
@@ -31,7 +36,7 @@ demo: setup build plugins
 	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 \
 	  --provider scripted --script tests/fixtures/essay-mini.json
 
-test: setup plugins
+test: setup plugins polyglot-test
 	$(CARGO) test -p host
 
 clean:
