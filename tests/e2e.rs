@@ -6,4 +6,5 @@ mod basics;
 mod checkpoints;
 mod hooks;
 mod interrupts;
+mod shared_ledger;
 mod util;

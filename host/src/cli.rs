@@ -167,6 +167,14 @@ pub struct RunArgs {
     /// Memory limit per hook instance, in MiB.
     #[arg(long, default_value_t = 64)]
     pub hook_memory_mb: u64,
+    /// Share one budget with other hosts on a Redis server: redis://host:port/key.
+    #[arg(long, value_name = "URL")]
+    #[serde(default)]
+    pub ledger: Option<String>,
+    /// How long a reservation on the shared ledger lives if its host dies mid-call.
+    #[arg(long, default_value = "10m")]
+    #[serde(default = "default_lease")]
+    pub lease: String,
 }
 
 #[derive(Args, Debug)]
@@ -214,6 +222,10 @@ pub struct ReportArgs {
     /// Only the run with this id.
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
+}
+
+fn default_lease() -> String {
+    "10m".into()
 }
 
 /// `30s`, `2m`, `1h`, `500ms`, or plain seconds.
@@ -359,6 +371,15 @@ impl RunArgs {
                 memory_bytes: (self.hook_memory_mb.clamp(1, 4096) << 20) as usize,
             },
             hook_failure: self.hook_failure,
+            pool: None,
+            ledger_url: match &self.ledger {
+                Some(u) => {
+                    crate::pool::redis::split_url(u).map_err(BadInput)?;
+                    Some(u.clone())
+                }
+                None => None,
+            },
+            lease: parse_duration(&self.lease)?,
         })
     }
 }

@@ -49,7 +49,90 @@ pub fn plan(price: &Price, input_bound: u64, max_tokens: u32, min_output: u32, a
     Some(Plan { max_tokens: fit, reserve: price.worst_case(input_bound, fit as u64), lowered: true })
 }
 
+/// Money held for one call: in the agent's ledger and, when there is one, the pool.
+pub struct Held {
+    local: crate::budget::Reservation,
+    pool: Option<crate::pool::Hold>,
+}
+
+/// Why a call could not be reserved.
+enum Refusal {
+    Budget(String),
+    Pool(String),
+}
+
 impl HostState {
+    /// Plan against what both the agent's ledger and the pool have left, then
+    /// hold the money in both. A pool that lost a race says how much it has:
+    /// plan once more against that.
+    async fn reserve_call(&mut self, price: &Price, input_bound: u64, max_tokens: u32, operation: &str) -> Result<(Plan, Held), Refusal> {
+        let min_output = self.shared.config.min_output_tokens;
+        let mut pool_available = match &self.pool {
+            Some(p) => Some(p.status().await.map_err(|e| Refusal::Pool(e.to_string()))?.available()),
+            None => None,
+        };
+        for _ in 0..3 {
+            let (local_available, spent, limit) = {
+                let l = self.ledger();
+                (l.available(), l.spent(), l.limit())
+            };
+            let available = pool_available.map_or(local_available, |p| p.min(local_available));
+            let Some(p) = plan(price, input_bound, max_tokens, min_output, available) else {
+                let need = price.worst_case(input_bound, min_output.min(max_tokens) as u64);
+                let whose = if pool_available.is_some_and(|p| p < local_available) { "shared budget" } else { "budget" };
+                return Err(Refusal::Budget(format!(
+                    "{whose} limit reached: {} of {} spent by this agent; the next call needs up to {} (at least {} output tokens), {} left",
+                    crate::budget::fmt_usd(spent),
+                    crate::budget::fmt_usd(limit),
+                    crate::budget::fmt_usd(need),
+                    min_output.min(max_tokens),
+                    crate::budget::fmt_usd(available)
+                )));
+            };
+            let local = self.ledger().reserve(p.reserve).map_err(|e| Refusal::Budget(e.to_string()))?;
+            let Some(pool) = self.pool.clone() else {
+                return Ok((p, Held { local, pool: None }));
+            };
+            match pool.reserve(p.reserve).await {
+                Ok(h) => return Ok((p, Held { local, pool: Some(h) })),
+                Err(crate::pool::PoolError::Exhausted { available }) => {
+                    self.ledger().release(local);
+                    pool_available = Some(available);
+                }
+                Err(e) => {
+                    self.ledger().release(local);
+                    return Err(Refusal::Pool(format!("{e} (call {operation} refused, nothing spent)")));
+                }
+            }
+        }
+        Err(Refusal::Budget("the shared budget kept shrinking under other hosts' calls".into()))
+    }
+
+    /// Charge a call in the agent's ledger and the pool (never more than held).
+    async fn settle_held(&mut self, held: Held, cost: Nanos, operation: &str, input_tokens: u64, output_tokens: u64) -> crate::budget::Settlement {
+        let s = self.ledger().settle(held.local, cost, operation, input_tokens, output_tokens);
+        if let (Some(pool), Some(h)) = (self.pool.clone(), held.pool) {
+            if let Err(e) = pool.settle(h, s.charged).await {
+                self.raise(Interrupt::new(
+                    Source::Error,
+                    Mode::Graceful,
+                    format!("{e}: the cost of {operation} is recorded here but may be missing from the shared ledger"),
+                ));
+            }
+        }
+        s
+    }
+
+    async fn release_held(&mut self, held: Held) {
+        self.ledger().release(held.local);
+        if let (Some(pool), Some(h)) = (self.pool.clone(), held.pool) {
+            if let Err(e) = pool.release(h).await {
+                // An unreleased hold only over-reserves until its lease expires: safe.
+                self.raise(Interrupt::new(Source::Error, Mode::Graceful, e.to_string()));
+            }
+        }
+    }
+
     fn exhausted(&mut self, fuel_used: u64, message: String) -> CallResult {
         let mode = self.shared.config.mode;
         self.raise(Interrupt::new(Source::Budget, mode, message));
@@ -163,32 +246,17 @@ impl HostState {
             }
         }
 
-        // 3. Reserve the worst case, lowering max tokens to fit.
-        let (plan, reservation) = {
-            let mut l = self.ledger();
-            match plan(&price, input_bound, chat.max_tokens, cfg.min_output_tokens, l.available()) {
-                Some(p) => match l.reserve(p.reserve) {
-                    Ok(r) => (p, r),
-                    Err(e) => {
-                        drop(l);
-                        return self.exhausted(fuel_total, e.to_string());
-                    }
-                },
-                None => {
-                    let (spent, limit, available) = (l.spent(), l.limit(), l.available());
-                    drop(l);
-                    let need = price.worst_case(input_bound, cfg.min_output_tokens.min(chat.max_tokens) as u64);
-                    let msg = format!(
-                        "budget limit reached: {} of {} spent; the next call needs up to {} (at least {} output tokens), {} left",
-                        crate::budget::fmt_usd(spent),
-                        crate::budget::fmt_usd(limit),
-                        crate::budget::fmt_usd(need),
-                        cfg.min_output_tokens.min(chat.max_tokens),
-                        crate::budget::fmt_usd(available)
-                    );
-                    self.refuse(&operation, "budget_exhausted", &msg);
-                    return self.exhausted(fuel_total, msg);
-                }
+        // 3. Reserve the worst case in the agent's ledger and the pool, lowering max tokens to fit.
+        let (plan, held) = match self.reserve_call(&price, input_bound, chat.max_tokens, &operation).await {
+            Ok(x) => x,
+            Err(Refusal::Budget(msg)) => {
+                self.refuse(&operation, "budget_exhausted", &msg);
+                return self.exhausted(fuel_total, msg);
+            }
+            Err(Refusal::Pool(msg)) => {
+                self.refuse(&operation, "ledger_unavailable", &msg);
+                self.raise(Interrupt::new(Source::Error, Mode::Graceful, msg));
+                return Ok(Err(types::LlmError::BudgetExhausted(self.status(fuel_total))));
             }
         };
         chat.max_tokens = plan.max_tokens;
@@ -200,12 +268,12 @@ impl HostState {
         let (result, attempts) = tokio::select! {
             r = call => r,
             _ = shared.stop.wait_immediate() => {
-                self.ledger().settle(reservation, plan.reserve, &operation, input_bound, chat.max_tokens as u64);
+                self.settle_held(held, plan.reserve, &operation, input_bound, chat.max_tokens as u64).await;
                 self.raise(Interrupt::new(Source::Signal, Mode::Immediate, "interrupted during an LLM call; its reservation was charged"));
                 return Err(Cancelled("signal").into());
             }
             _ = super::sleep_until(shared.deadline) => {
-                self.ledger().settle(reservation, plan.reserve, &operation, input_bound, chat.max_tokens as u64);
+                self.settle_held(held, plan.reserve, &operation, input_bound, chat.max_tokens as u64).await;
                 self.raise(Interrupt::new(Source::Timeout, Mode::Immediate, "timed out during an LLM call; its reservation was charged"));
                 return Err(Cancelled("timeout").into());
             }
@@ -214,7 +282,7 @@ impl HostState {
 
         let resp: ChatResponse = match result {
             Ok(r) => r,
-            Err(e) => return Ok(Err(self.provider_failed(e, reservation, &plan, &operation, &model, input_bound, attempts, latency_ms))),
+            Err(e) => return Ok(Err(self.provider_failed(e, held, &plan, &operation, &model, input_bound, attempts, latency_ms).await)),
         };
 
         // 5. Settle the real cost; anomalies are charged conservatively and logged.
@@ -235,10 +303,14 @@ impl HostState {
             }
         };
         let cost = if resp.usage.is_some() { price.cost(usage.input_tokens, usage.cached_tokens, usage.output_tokens) } else { plan.reserve };
-        let (settled, spent, limit) = {
-            let mut l = self.ledger();
-            let s = l.settle(reservation, cost, &operation, usage.input_tokens, usage.output_tokens);
-            (s, l.spent(), l.limit())
+        // Counts past u32 (the WIT usage type) are nonsense already flagged above:
+        // record them clamped so no total downstream can overflow.
+        let clamp = |t: u64| t.min(u32::MAX as u64);
+        let usage = Usage { input_tokens: clamp(usage.input_tokens), output_tokens: clamp(usage.output_tokens), cached_tokens: clamp(usage.cached_tokens) };
+        let settled = self.settle_held(held, cost, &operation, usage.input_tokens, usage.output_tokens).await;
+        let (spent, limit) = {
+            let l = self.ledger();
+            (l.spent(), l.limit())
         };
         if settled.over_reservation {
             anomalies.push(format!("cost {cost} nano-USD exceeded the reservation; charged the reservation"));
@@ -330,10 +402,10 @@ impl HostState {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn provider_failed(
+    async fn provider_failed(
         &mut self,
         e: ProviderError,
-        reservation: crate::budget::Reservation,
+        held: Held,
         plan: &Plan,
         operation: &str,
         model: &str,
@@ -344,10 +416,9 @@ impl HostState {
         // Billed-or-not is unknowable after a timeout or a broken body: charge the
         // reservation (never more). A clean error status is not billed: release it.
         let charged = if e.maybe_billed() {
-            let mut l = self.ledger();
-            l.settle(reservation, plan.reserve, operation, input_bound, plan.max_tokens as u64).charged
+            self.settle_held(held, plan.reserve, operation, input_bound, plan.max_tokens as u64).await.charged
         } else {
-            self.ledger().release(reservation);
+            self.release_held(held).await;
             0
         };
         let msg = format!("{e} (after {attempts} attempt{})", if attempts == 1 { "" } else { "s" });
@@ -356,7 +427,7 @@ impl HostState {
             a.event(
                 "llm_call_failed",
                 json!({"operation": operation, "cycle": cycle, "model": model, "error": msg, "attempts": attempts,
-                       "charged": nanos_to_usd(charged), "charged_nanos": charged, "latency_ms": latency_ms}),
+                       "charged": nanos_to_usd(charged), "charged_nanos": charged, "reserved_nanos": plan.reserve, "latency_ms": latency_ms}),
             )
         });
         self.raise(Interrupt::new(Source::Error, Mode::Graceful, format!("provider failed: {msg}")));

@@ -68,6 +68,11 @@ pub struct RunConfig {
     pub hooks: Vec<crate::hooks::HookSpec>,
     pub hook_limits: crate::hooks::HookLimits,
     pub hook_failure: crate::hooks::FailurePolicy,
+    /// Money shared beyond this agent: a team's pool or a Redis ledger.
+    pub pool: Option<Arc<dyn crate::pool::Pool>>,
+    /// Connect to this shared ledger before the run (`--ledger`).
+    pub ledger_url: Option<String>,
+    pub lease: Duration,
 }
 
 pub struct Resume {
@@ -91,6 +96,8 @@ pub struct RunShared {
     pub retry: RetryPolicy,
     /// Warnings raised inside a step, printed after its `CYCLE n:` line.
     deferred: Mutex<Vec<String>>,
+    /// Money shared beyond this agent, when there is any.
+    pub pool: Option<Arc<dyn crate::pool::Pool>>,
 }
 
 impl RunShared {
@@ -106,6 +113,7 @@ impl RunShared {
             deadline: config.timeout.map(|t| Instant::now() + t),
             retry: RetryPolicy::default(),
             deferred: Mutex::new(Vec::new()),
+            pool: config.pool.clone(),
             config,
         })
     }
@@ -193,8 +201,8 @@ impl RunOutcome {
 
     pub fn summary_json(&self, cfg: &RunConfig) -> serde_json::Value {
         let l = &self.ledger;
-        let input: u64 = l.by_operation.values().map(|o| o.input_tokens).sum();
-        let output: u64 = l.by_operation.values().map(|o| o.output_tokens).sum();
+        let input = l.by_operation.values().fold(0u64, |a, o| a.saturating_add(o.input_tokens));
+        let output = l.by_operation.values().fold(0u64, |a, o| a.saturating_add(o.output_tokens));
         json!({
             "run_id": self.run_id,
             "status": self.status,
@@ -289,13 +297,21 @@ pub fn new_state(shared: &Arc<RunShared>, ledger: &Arc<Mutex<Ledger>>, who: &str
         pending: None,
         who: who.into(),
         hooks: crate::hooks::Hooks::none(),
+        pool: shared.pool.clone(),
     }
 }
 
 /// Prepare, run and report one agent. `Err` is a failure before the run
 /// started (bad input is wrapped in `BadInput`); a started run always returns
 /// an outcome.
-pub async fn run_agent(config: RunConfig, stop: Arc<StopSignal>) -> Result<RunOutcome> {
+pub async fn run_agent(mut config: RunConfig, stop: Arc<StopSignal>) -> Result<RunOutcome> {
+    // The shared ledger first: an unreachable one fails before anything is spent.
+    if let (None, Some(url)) = (&config.pool, &config.ledger_url) {
+        let pool = crate::pool::redis::RedisPool::connect(url, config.budget, config.lease, Duration::from_secs(5))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        config.pool = Some(Arc::new(pool));
+    }
     let engine = engine::new_engine()?;
     let compiler = Compiler::new(engine.clone(), config.cache_dir.clone());
     let plugin = PluginFile::read(&config.agent).map_err(BadInput::from)?;

@@ -34,6 +34,8 @@ pub struct HostState {
     pub who: String,
     /// The run's hooks (empty in a hook's own state).
     pub hooks: crate::hooks::Hooks,
+    /// Money shared beyond this agent (a team's total, a Redis ledger).
+    pub pool: Option<Arc<dyn crate::pool::Pool>>,
 }
 
 impl WasiView for HostState {
