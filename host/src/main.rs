@@ -8,6 +8,8 @@ use clap::Parser;
 use std::sync::Arc;
 
 fn main() {
+    // Rust ignores SIGPIPE, so `host validate X | head` made println! panic; die quietly like other Unix tools.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
