@@ -37,7 +37,8 @@ class Run(exports.Run):
         req = CompletionRequest(
             messages=[Message(Role.SYSTEM, system), Message(Role.USER, user)],
             model=None,
-            max_tokens=essay.SECTION_MAX_TOKENS,
+            # None: the host's --max-tokens, as for the Rust essay-agent (same cost per call).
+            max_tokens=None,
             temperature=0.7,
             operation=essay.operation(section),
         )

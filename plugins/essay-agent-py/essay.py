@@ -10,8 +10,6 @@ import json
 
 SNAPSHOT_VERSION = 1
 DEFAULT_TASK = "Write an essay on artificial intelligence: its history, its methods and its future"
-# Upper bound on output tokens per section; the host and hooks may lower it.
-SECTION_MAX_TOKENS = 400
 # How much of the previous text goes back into the prompt: keeps input bounded.
 CONTEXT_CHARS = 2000
 
