@@ -6,5 +6,6 @@ mod basics;
 mod checkpoints;
 mod hooks;
 mod interrupts;
+mod polyglot;
 mod shared_ledger;
 mod util;
