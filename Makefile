@@ -12,7 +12,7 @@ RUST_HOOKS := budget-monitor chaos-hook
 # polyglot-plugins, polyglot-test (toolchains from Debian, PyPI and npm).
 include plugins/polyglot.mk
 
-.PHONY: all setup build plugins demo test bench clean
+.PHONY: all setup build plugins rust-plugins demo test bench clean
 
 all: build plugins
 
@@ -22,9 +22,11 @@ setup:
 build:
 	$(CARGO) build -p host
 
-# Rust plugins: one cargo invocation for all, then copy each to plugins/<name>/<name>.wasm.
 # The JS, Python and C components come from plugins/polyglot.mk.
-plugins: setup polyglot-tools polyglot-plugins
+plugins: setup polyglot-tools polyglot-plugins rust-plugins
+
+# Rust plugins: one cargo invocation for all, then copy each to plugins/<name>/<name>.wasm.
+rust-plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_AGENTS))
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_HOOKS))
 	@for p in $(RUST_AGENTS) $(RUST_HOOKS); do \
@@ -38,6 +40,20 @@ demo: setup build plugins
 
 test: setup plugins polyglot-test
 	$(CARGO) test -p host
+
+# Benchmarks (BENCHMARKS.md). `--profile dev`, not the release-based bench
+# profile: wasmtime and every dependency are already optimised (opt-level 3)
+# there and shared with `make build`/`make test`, so nothing is built twice.
+# Only the plugins the benches run: the Rust ones and the C hook (clang +
+# wasi-libc), not the Python and JS toolchains, so a fresh machine stays
+# within 15 minutes.
+BENCH := $(CARGO) bench --profile dev -p host --bench host
+EXAMPLE := $(CARGO) run --quiet --profile dev -p host --example
+bench: setup rust-plugins $(OP_CAP_C)/hook-op-cap-c.wasm
+	$(BENCH)
+	$(EXAMPLE) idle_agents -- 1000
+	$(EXAMPLE) idle_agents -- 10000
+	$(EXAMPLE) bench_report
 
 clean:
 	$(CARGO) clean

@@ -4,11 +4,12 @@
 
 use budget_host::audit::AuditLog;
 use budget_host::bindings::agent::{Agent, AgentPre};
-use budget_host::budget::{Ledger, PriceTable};
+use budget_host::budget::Ledger;
+use budget_host::cli::{Cli, Command};
+use clap::Parser;
 use budget_host::engine::{Compiler, PluginFile};
-use budget_host::interrupt::{Mode, StopSignal};
+use budget_host::interrupt::StopSignal;
 use budget_host::llm::{ChatRequest, ChatResponse, Provider, ProviderError, Usage};
-use budget_host::run::console::Console;
 use budget_host::run::state::HostState;
 use budget_host::run::{self, RunConfig, RunShared};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Where figures that criterion does not keep (RSS) are saved for `bench_report`.
+#[allow(dead_code)]
 pub fn results_dir() -> PathBuf {
     let d = tmp().join("bench-results");
     std::fs::create_dir_all(&d).unwrap();
@@ -144,41 +146,34 @@ impl Provider for InstantProvider {
     }
 }
 
-/// A run as `host run` builds it, quiet, against `provider`.
+/// A run exactly as `host run` builds it from its flags (quiet, one cycle),
+/// then pointed at `provider` and at the benches' artifact cache.
 pub fn config(agent: PathBuf, task: &str, provider: Arc<dyn Provider>, dir: &Path, log: PathBuf, hooks: &[(PathBuf, &str)]) -> RunConfig {
-    RunConfig {
-        agent,
-        task: task.into(),
-        budget: BUDGET_NANOS,
-        warn: vec![0.5, 0.8, 0.9],
-        max_cycles: 1,
-        fuel: None,
-        memory_bytes: 256 << 20,
-        timeout: None,
-        mode: Mode::Graceful,
-        provider,
-        model: MODEL.into(),
-        prices: PriceTable::default(),
-        default_max_tokens: 1024,
-        max_tokens_cap: 8192,
-        min_output_tokens: 16,
-        temperature: None,
-        checkpoint_dir: dir.join("checkpoints"),
-        log,
-        console: Console { json: false, quiet: true },
-        max_request_bytes: run::DEFAULT_MAX_REQUEST_BYTES,
-        max_messages: run::DEFAULT_MAX_MESSAGES,
-        cache_dir: Some(cache_dir()),
-        run_id: "bench".into(),
-        checkpoint_every: 0,
-        retain: 2,
-        checkpoint_on_interrupt: true,
-        settings: serde_json::Value::Null,
-        resume: None,
-        hooks: hooks.iter().map(|(p, c)| budget_host::hooks::HookSpec { path: p.clone(), config: c.to_string() }).collect(),
-        hook_limits: budget_host::hooks::HookLimits::default(),
-        hook_failure: budget_host::hooks::FailurePolicy::Closed,
+    let mut args: Vec<String> = ["host", "run"].map(String::from).to_vec();
+    args.push(agent.display().to_string());
+    for (flag, value) in [
+        ("--budget", format!("{}", BUDGET_NANOS as f64 / 1e9)),
+        ("--task", task.to_string()),
+        ("--max-cycles", "1".to_string()),
+        // Priced: reserve and settle do real arithmetic. The provider is replaced below.
+        ("--provider", "openai".to_string()),
+        ("--model", MODEL.to_string()),
+        ("--checkpoint-dir", dir.join("checkpoints").display().to_string()),
+        ("--log", log.display().to_string()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
     }
+    args.push("--quiet".into());
+    for (path, cfg) in hooks {
+        args.push("--hook".into());
+        args.push(if cfg.is_empty() { path.display().to_string() } else { format!("{}={cfg}", path.display()) });
+    }
+    let Command::Run(run_args) = Cli::try_parse_from(&args).unwrap().command else { unreachable!() };
+    let mut config = run_args.into_config().unwrap();
+    config.provider = provider;
+    config.cache_dir = Some(cache_dir());
+    config
 }
 
 /// The pieces `run_agent` builds before its first instance, for benchmarks
