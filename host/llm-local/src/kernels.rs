@@ -217,6 +217,10 @@ mod avx2 {
     use super::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
     use std::arch::x86_64::*;
 
+    const PREFETCH: bool = true;
+    /// How many rows ahead to prefetch.
+    const AHEAD: usize = 8;
+
     /// llama.cpp's `hsum_float_8`, same order of additions.
     #[inline(always)]
     unsafe fn hsum_float_8(x: __m256) -> f32 {
@@ -263,6 +267,9 @@ mod avx2 {
             let ys = _mm_castsi128_ps(load_u64(ysc.wrapping_add(i) as *const u8));
             for r in 0..R {
                 let xb = w.wrapping_add(r * nb + i) as *const u8;
+                if PREFETCH {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((r + AHEAD) * nb + i) as *const i8);
+                }
                 // [x.d, x.m] as f32, then [x.d * y.d, x.m * y.s].
                 let prod = _mm_mul_ps(_mm_cvtph_ps(load_u32(xb)), ys);
                 summs[r] = _mm_add_ps(summs[r], prod);
@@ -307,6 +314,10 @@ mod avx2 {
             let d_y = _mm_castsi128_ps(load_u32(yd.wrapping_add(i) as *const u8));
             for r in 0..R {
                 let xb = w.wrapping_add(r * nb + i) as *const u8;
+                if PREFETCH {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((r + AHEAD) * nb + i) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>((w.wrapping_add((r + AHEAD) * nb + i) as *const i8).wrapping_add(32));
+                }
                 let d_x = _mm_cvtsi32_si128(u16::from_le_bytes(*(xb as *const [u8; 2])) as i32);
                 let d = _mm_mul_ss(_mm_cvtph_ps(d_x), d_y);
                 let qx = _mm256_lddqu_si256(xb.wrapping_add(2) as *const __m256i);
