@@ -8,4 +8,5 @@ mod hooks;
 mod interrupts;
 mod polyglot;
 mod shared_ledger;
+mod teams;
 mod util;

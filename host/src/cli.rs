@@ -64,10 +64,19 @@ pub enum ModeArg {
 #[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunArgs {
     /// The agent component (.wasm, world `agent`).
-    pub agent: PathBuf,
+    #[arg(required_unless_present = "team")]
+    pub agent: Option<PathBuf>,
+    /// Run the agents listed in this TOML file as a team sharing --budget.
+    #[arg(long, value_name = "TEAM.toml", conflicts_with = "agent")]
+    #[serde(default)]
+    pub team: Option<PathBuf>,
+    /// A budget tier (e.g. dev, staging, prod) from host.toml or the team file; --budget wins.
+    #[arg(long)]
+    #[serde(default)]
+    pub tier: Option<String>,
     /// Hard limit in USD, e.g. 1.0 (never exceeded).
-    #[arg(long, allow_hyphen_values = true)]
-    pub budget: String,
+    #[arg(long, allow_hyphen_values = true, required_unless_present_any = ["team", "tier"])]
+    pub budget: Option<String>,
     /// The task given to the agent's init.
     #[arg(long, default_value = "Write a short essay about the history of artificial intelligence.")]
     pub task: String,
@@ -273,9 +282,14 @@ fn run_id(agent: &str) -> String {
 
 impl RunArgs {
     /// Validate everything and build the typed config (and the provider) once.
-    pub fn into_config(self) -> Result<RunConfig, BadInput> {
+    pub fn into_config(mut self) -> Result<RunConfig, BadInput> {
+        if self.tier.is_some() {
+            crate::team::apply_tier(&mut self, None)?;
+        }
         let settings = serde_json::to_value(&self).expect("run arguments serialise");
-        let budget = parse_usd(&self.budget).map_err(|e| BadInput(format!("--budget: {e}")))?;
+        let budget_text = self.budget.as_deref().ok_or_else(|| BadInput("--budget is required (or --tier with a tier that sets one)".into()))?;
+        let budget = parse_usd(budget_text).map_err(|e| BadInput(format!("--budget: {e}")))?;
+        let agent = self.agent.clone().ok_or_else(|| BadInput("an agent .wasm is required".into()))?;
         let warn = parse_warn(&self.warn)?;
         if self.fuel == Some(0) {
             return Err(BadInput("--fuel must be at least 1".into()));
@@ -325,12 +339,12 @@ impl RunArgs {
                 provider.name()
             )));
         }
-        let stem = self.agent.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into());
+        let stem = agent.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into());
         let checkpoint_dir = self.checkpoint_dir.clone().unwrap_or_else(|| PathBuf::from(".host/checkpoints").join(&stem));
         let log = self.log.clone().unwrap_or_else(|| checkpoint_dir.join("budget_monitoring.jsonl"));
         Ok(RunConfig {
             run_id: run_id(&stem),
-            agent: self.agent,
+            agent,
             task: self.task,
             budget,
             warn,
@@ -355,6 +369,7 @@ impl RunArgs {
                 json: self.json,
                 quiet: self.quiet,
                 progress: crate::progress::Progress::terminal(!(self.json || self.quiet || self.no_progress)),
+                ..Default::default()
             },
             max_request_bytes: self.max_request_bytes,
             max_messages: self.max_messages,
@@ -380,6 +395,8 @@ impl RunArgs {
                 None => None,
             },
             lease: parse_duration(&self.lease)?,
+            agent_name: None,
+            agent_ledger: None,
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod progress;
 pub mod report;
 pub mod resume;
 pub mod run;
+pub mod team;
 
 /// An error caused by the user's input (a file, a flag): exit code 2.
 #[derive(Debug, thiserror::Error)]

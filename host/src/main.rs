@@ -65,11 +65,29 @@ fn watch_signals(stop: Arc<StopSignal>, console: budget_host::run::Console) {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Run(args) if args.team.is_some() => {
+            let stop = StopSignal::new();
+            let console = budget_host::run::Console { json: args.json, quiet: args.quiet, ..Default::default() };
+            watch_signals(stop.clone(), console);
+            let team = args.team.clone().expect("checked");
+            budget_host::team::run_team(&team, args, stop).await
+        }
         Command::Run(args) => {
             let config = args.into_config()?;
             let stop = StopSignal::new();
             watch_signals(stop.clone(), config.console.clone());
             finish_run(config, stop).await
+        }
+        Command::Resume(args) if args.checkpoint.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "json")) => {
+            let stop = StopSignal::new();
+            let console = budget_host::run::Console { json: args.json, quiet: args.quiet, ..Default::default() };
+            watch_signals(stop.clone(), console);
+            let total = match &args.budget {
+                Some(b) => Some(budget_host::budget::parse_usd(b).map_err(|e| BadInput(format!("--budget: {e}")))?),
+                None => None,
+            };
+            let manifest = args.checkpoint.clone().expect("checked");
+            budget_host::team::resume_team(&manifest, total, args.force, args.json, stop).await
         }
         Command::Resume(args) => {
             let config = budget_host::resume::prepare(args)?;

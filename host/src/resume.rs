@@ -86,7 +86,8 @@ pub fn prepare(args: ResumeArgs) -> Result<RunConfig, BadInput> {
         }
         None => ck.budget.ledger.limit,
     };
-    run.budget = format!("{}", nanos_to_usd(limit));
+    run.budget = Some(format!("{}", nanos_to_usd(limit)));
+    run.tier = None;
     if let Some(f) = args.fuel {
         run.fuel = Some(f);
     }

@@ -15,6 +15,8 @@ pub struct Console {
     pub quiet: bool,
     /// The live display on a terminal (off by default); every line below prints around it.
     pub progress: crate::progress::Progress,
+    /// `[name] ` before every line, for agents of a team.
+    pub prefix: String,
 }
 
 impl Console {
@@ -23,12 +25,13 @@ impl Console {
         if self.quiet {
             return;
         }
+        let prefix = &self.prefix;
         if self.json {
-            eprintln!("{line}");
+            eprintln!("{prefix}{line}");
         } else {
             self.progress.suspend(|| {
                 let mut o = std::io::stdout().lock();
-                let _ = writeln!(o, "{line}");
+                let _ = writeln!(o, "{prefix}{line}");
                 let _ = o.flush();
             });
         }

@@ -73,6 +73,10 @@ pub struct RunConfig {
     /// Connect to this shared ledger before the run (`--ledger`).
     pub ledger_url: Option<String>,
     pub lease: Duration,
+    /// The agent's name in logs and events (a team member's name; else the file stem).
+    pub agent_name: Option<String>,
+    /// The agent's ledger, owned by a team that may raise its limit (unused shares).
+    pub agent_ledger: Option<Arc<Mutex<Ledger>>>,
 }
 
 pub struct Resume {
@@ -344,7 +348,10 @@ pub async fn run_agent(mut config: RunConfig, stop: Arc<StopSignal>) -> Result<R
             return Err(BadInput(format!("--fuel {limit} is not above the {fuel_before} instructions this run already used")).into());
         }
     }
-    let agent_id = config.agent.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into());
+    let agent_id = config
+        .agent_name
+        .clone()
+        .unwrap_or_else(|| config.agent.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into()));
     let audit = AuditLog::open(&config.log, &config.run_id, &agent_id)?;
     let console = config.console.clone();
     let shared = RunShared::new(config, stop, audit);
@@ -376,7 +383,11 @@ pub async fn run_agent(mut config: RunConfig, stop: Arc<StopSignal>) -> Result<R
     });
 
     let fuel_budget = cfg.fuel.map(|f| f - fuel_before).unwrap_or(u64::MAX);
-    let ledger = Arc::new(Mutex::new(ledger));
+    // A team builds its agents' ledgers itself (fresh or restored) and keeps a handle.
+    let ledger = match &cfg.agent_ledger {
+        Some(team_owned) => team_owned.clone(),
+        None => Arc::new(Mutex::new(ledger)),
+    };
     let hooks = {
         let (shared, ledger) = (shared.clone(), ledger.clone());
         crate::hooks::Hooks::load(&compiler, &cfg.hooks, cfg.hook_limits, cfg.hook_failure, move |name| {
