@@ -9,4 +9,5 @@ mod interrupts;
 mod polyglot;
 mod shared_ledger;
 mod teams;
+mod reliability;
 mod util;

@@ -5,10 +5,11 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const FAILURE: i32 = 1;
@@ -99,6 +100,24 @@ pub struct Canned {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How the answer goes wrong on the wire (`Fault::None`: it does not).
+    pub fault: Fault,
+}
+
+/// Transport faults a provider can commit, for the reliability tests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    None,
+    /// Headers and the first half of the body, then a TCP reset.
+    ResetMidBody,
+    /// Headers and the first half of the body, then a clean close short of the declared length.
+    CloseMidBody,
+    /// Read the request, then reset the connection without a byte of answer.
+    ResetBeforeAnswer,
+    /// A 200 whose body is `len` bytes, generated on the fly; with or without a content-length.
+    Huge { len: usize, declare_length: bool },
+    /// Read the request and never answer (the connection stays open until the client gives up).
+    Silent,
 }
 
 impl Canned {
@@ -113,24 +132,57 @@ impl Canned {
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding"))
             .collect();
-        Canned { delay_ms: 0, status, headers, body: body.trim_end().as_bytes().to_vec() }
+        Canned { delay_ms: 0, status, headers, body: body.trim_end().as_bytes().to_vec(), fault: Fault::None }
     }
 
     pub fn json(status: u16, body: &str) -> Canned {
-        Canned { delay_ms: 0, status, headers: vec![("content-type".into(), "application/json".into())], body: body.as_bytes().to_vec() }
+        Canned {
+            delay_ms: 0,
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+            fault: Fault::None,
+        }
     }
 
     pub fn delayed(mut self, ms: u64) -> Canned {
         self.delay_ms = ms;
         self
     }
+
+    pub fn header(mut self, k: &str, v: &str) -> Canned {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn with_fault(mut self, fault: Fault) -> Canned {
+        self.fault = fault;
+        self
+    }
+
+    /// A 200 with a zero-length body.
+    pub fn empty() -> Canned {
+        Canned::json(200, "")
+    }
+
+    /// A 200 of `len` bytes (a JSON prefix, then filler), streamed.
+    pub fn huge(len: usize, declare_length: bool) -> Canned {
+        Canned::json(200, "").with_fault(Fault::Huge { len, declare_length })
+    }
+
+    /// Never answers.
+    pub fn silent() -> Canned {
+        Canned::json(200, "").with_fault(Fault::Silent)
+    }
 }
 
 /// A loopback HTTP/1.1 server answering each request with the next canned
-/// response (the last one repeats), recording the request bodies.
+/// response (the last one repeats), recording the request bodies and
+/// counting every request that reached it (`hits`), whatever its fate.
 pub struct Server {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Value>>>,
+    pub hits: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -138,59 +190,120 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let reqs = requests.clone();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (reqs, count) = (requests.clone(), hits.clone());
         std::thread::spawn(move || {
             let mut i = 0;
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let canned = responses[i.min(responses.len() - 1)].clone();
                 i += 1;
-                let reqs = reqs.clone();
+                let (reqs, count) = (reqs.clone(), count.clone());
                 // One thread per connection: a slow answer must not block the next request.
-                std::thread::spawn(move || handle(stream, &canned, &reqs));
+                std::thread::spawn(move || handle(stream, &canned, &reqs, &count));
             }
         });
-        Server { url, requests }
+        Server { url, requests, hits }
     }
 
     pub fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// Requests received (headers read), including those answered with a fault.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
 }
 
-fn handle(mut stream: TcpStream, canned: &Canned, reqs: &Mutex<Vec<Value>>) -> Option<()> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
+/// Read the request head byte by byte (nothing past it is consumed), return its content-length.
+fn read_head(stream: &mut TcpStream) -> Option<usize> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
             return None;
         }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut len = 0usize;
+    for l in text.lines() {
         if let Some((k, v)) = l.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().ok()?;
             }
         }
     }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    if let Ok(v) = serde_json::from_slice(&body) {
-        reqs.lock().unwrap().push(v);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(canned.delay_ms));
+    Some(len)
+}
+
+fn head_bytes(canned: &Canned, length: Option<usize>) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} X\r\n", canned.status);
     for (k, v) in &canned.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    out.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", canned.body.len()));
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&canned.body);
-    let _ = stream.write_all(&bytes);
-    let _ = stream.flush();
+    if let Some(n) = length {
+        out.push_str(&format!("content-length: {n}\r\n"));
+    }
+    out.push_str("connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn handle(mut stream: TcpStream, canned: &Canned, reqs: &Mutex<Vec<Value>>, hits: &AtomicUsize) -> Option<()> {
+    let len = read_head(&mut stream)?;
+    hits.fetch_add(1, Ordering::SeqCst);
+    let pause = |ms: u64| std::thread::sleep(std::time::Duration::from_millis(ms));
+    // The reset faults leave the request body unread: closing a socket with
+    // unread bytes makes the kernel send a RST instead of a clean FIN.
+    let resets = matches!(canned.fault, Fault::ResetBeforeAnswer | Fault::ResetMidBody);
+    if !resets {
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).ok()?;
+        if let Ok(v) = serde_json::from_slice(&body) {
+            reqs.lock().unwrap().push(v);
+        }
+    }
+    pause(canned.delay_ms);
+    match &canned.fault {
+        Fault::None => {
+            let mut bytes = head_bytes(canned, Some(canned.body.len()));
+            bytes.extend_from_slice(&canned.body);
+            let _ = stream.write_all(&bytes);
+            let _ = stream.flush();
+        }
+        Fault::ResetBeforeAnswer => pause(100),
+        Fault::ResetMidBody | Fault::CloseMidBody => {
+            let mut bytes = head_bytes(canned, Some(canned.body.len()));
+            bytes.extend_from_slice(&canned.body[..canned.body.len() / 2]);
+            stream.write_all(&bytes).ok()?;
+            stream.flush().ok()?;
+            // Let the client read the head and the first half before the connection dies.
+            pause(200);
+            if canned.fault == Fault::CloseMidBody {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        Fault::Huge { len, declare_length } => {
+            let prefix = br#"{"choices":[{"message":{"content":""#;
+            stream.write_all(&head_bytes(canned, declare_length.then_some(*len))).ok()?;
+            stream.write_all(prefix).ok()?;
+            let chunk = vec![b'x'; 64 << 10];
+            let mut sent = prefix.len();
+            while sent < *len {
+                let n = chunk.len().min(len - sent);
+                // The client hangs up once it has had enough: stop there.
+                stream.write_all(&chunk[..n]).ok()?;
+                sent += n;
+            }
+            let _ = stream.flush();
+        }
+        Fault::Silent => {
+            // Hold the connection until the client closes it.
+            let mut sink = [0u8; 256];
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    }
     Some(())
 }
 

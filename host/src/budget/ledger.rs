@@ -144,8 +144,9 @@ impl Ledger {
         let op = self.by_operation.entry(operation.to_string()).or_default();
         op.cost += charged;
         op.calls += 1;
-        op.input_tokens += input_tokens;
-        op.output_tokens += output_tokens;
+        // Token totals are statistics from the provider, not money: saturate, never overflow.
+        op.input_tokens = op.input_tokens.saturating_add(input_tokens);
+        op.output_tokens = op.output_tokens.saturating_add(output_tokens);
         Settlement { charged, over_reservation, crossed: self.cross_thresholds() }
     }
 
@@ -190,7 +191,10 @@ impl Ledger {
         if s.spent > s.limit {
             return Err(BudgetError::BelowSpent { limit: s.limit, spent: s.spent });
         }
-        let op_sum: Nanos = s.by_operation.values().map(|o| o.cost).sum();
+        let op_sum = s.by_operation.values().try_fold(0 as Nanos, |a, o| a.checked_add(o.cost));
+        let Some(op_sum) = op_sum else {
+            return Err(BudgetError::Inconsistent("operation costs overflow".into()));
+        };
         if op_sum != s.spent {
             return Err(BudgetError::Inconsistent(format!("operations sum to {op_sum}, spent is {}", s.spent)));
         }
@@ -268,6 +272,23 @@ mod tests {
         let mut bad = s;
         bad.spent = 599;
         assert!(Ledger::from_state(&bad).is_err());
+    }
+
+    /// Regression (tests/reliability.rs huge_token_counts_*): a provider reporting
+    /// i64::MAX tokens twice overflowed the per-operation totals.
+    #[test]
+    fn token_totals_saturate_and_overflowing_costs_are_refused() {
+        let mut l = Ledger::new(1000).unwrap();
+        for _ in 0..3 {
+            let r = l.reserve(1).unwrap();
+            let _ = l.settle(r, 1, "op", u64::MAX / 2, u64::MAX);
+        }
+        let op = &l.by_operation()["op"];
+        assert_eq!((op.input_tokens, op.output_tokens, op.cost), (u64::MAX, u64::MAX, 3));
+        let mut s = l.state();
+        s.by_operation.insert("a".into(), OpStat { cost: u64::MAX, ..Default::default() });
+        s.by_operation.insert("b".into(), OpStat { cost: 4, ..Default::default() });
+        assert!(matches!(Ledger::from_state(&s), Err(BudgetError::Inconsistent(_))));
     }
 
     #[test]

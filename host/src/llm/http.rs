@@ -26,11 +26,17 @@ pub async fn post_json(
     if let Some(key) = bearer {
         req = req.bearer_auth(key);
     }
+    // Only a failed connect proves the request never left: anything later (a
+    // reset after sending, a timeout) may have been processed and billed.
     let map_send = |e: reqwest::Error| {
-        if e.is_timeout() {
+        if e.is_builder() {
+            ProviderError::InvalidRequest(format!("cannot build a request to {url}: {}", root_cause(&e)))
+        } else if e.is_connect() {
+            ProviderError::Connect { url: url.into(), detail: root_cause(&e) }
+        } else if e.is_timeout() {
             ProviderError::Timeout { url: url.into(), secs: timeout.as_secs() }
         } else {
-            ProviderError::Connect { url: url.into(), detail: root_cause(&e) }
+            ProviderError::Broken { url: url.into(), detail: root_cause(&e) }
         }
     };
     let mut resp = req.send().await.map_err(map_send)?;

@@ -86,10 +86,13 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Worth another try: 429, 5xx, connection errors, timeouts, broken bodies.
+    /// Worth another try, and free to try again: a connection that never
+    /// opened, a 429, a 5xx. Never after a timeout or a broken or unreadable
+    /// answer: the provider may have processed and billed that request, and a
+    /// second attempt could be billed again beyond the one reservation held.
     pub fn retryable(&self) -> bool {
         match self {
-            ProviderError::Connect { .. } | ProviderError::Timeout { .. } | ProviderError::Broken { .. } => true,
+            ProviderError::Connect { .. } => true,
             ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

@@ -75,6 +75,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn never_retries_what_may_have_been_billed() {
+        let p = RetryPolicy { retries: 5, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
+        let billed = || {
+            [
+                ProviderError::Timeout { url: "u".into(), secs: 1 },
+                ProviderError::Broken { url: "u".into(), detail: "reset".into() },
+                ProviderError::Malformed { url: "u".into(), detail: "eof".into() },
+                ProviderError::TooLarge { url: "u".into(), limit: 1 },
+            ]
+        };
+        for e in billed() {
+            assert!(e.maybe_billed() && !e.retryable(), "{e}");
+        }
+        for e in billed() {
+            let n = AtomicU32::new(0);
+            let mut once = Some(e);
+            let (r, attempts) = p
+                .run(|| {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let e = once.take();
+                    async move { Err::<(), _>(e.unwrap_or_else(|| status(500))) }
+                })
+                .await;
+            assert!(r.is_err());
+            assert_eq!((attempts, n.load(Ordering::SeqCst)), (1, 1));
+        }
+        // A refused connection never reached the server: free to retry.
+        let refused = ProviderError::Connect { url: "u".into(), detail: "refused".into() };
+        assert!(refused.retryable() && !refused.maybe_billed());
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let p = RetryPolicy::default();
+        let after = |s: u64| ProviderError::Status { url: "u".into(), status: 429, message: String::new(), retry_after: Some(Duration::from_secs(s)) };
+        assert_eq!(p.delay(0, &after(2)), Duration::from_secs(2));
+        assert_eq!(p.delay(0, &after(86_400)), p.max_delay);
+        assert_eq!(p.delay(0, &after(u64::MAX)), p.max_delay);
+        assert_eq!(p.delay(40, &status(503)), p.max_delay, "backoff never overflows");
+    }
+
+    #[tokio::test]
     async fn succeeds_after_a_429() {
         let p = RetryPolicy { retries: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
         let n = AtomicU32::new(0);

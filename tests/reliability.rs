@@ -1,0 +1,412 @@
+//! Reliability: provider faults, hostile numbers and files, huge snapshots,
+//! plugin integrity. Every case checks the books: each request the server saw
+//! is an attempt of exactly one logged call, each call is charged once and at
+//! most its reservation, spent <= limit, and a stopped run leaves a checkpoint
+//! that holds the same money. RELIABILITY.md lists every case and its test.
+
+use crate::basics::essay;
+use crate::util::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// The essay agent against an OpenAI-compatible server at `server`.
+fn openai(dir: &Path, server: &Server, budget: &str) -> std::process::Command {
+    let mut c = essay(dir);
+    c.args(["--provider", "openai", "--base-url"]).arg(format!("{}/v1", server.url));
+    c.args(["--model", "gpt-4o-mini", "--budget", budget, "--json", "--provider-timeout", "2s"]);
+    c
+}
+
+/// The chaos agent against an OpenAI-compatible server.
+fn chaos_openai(dir: &Path, server: &Server, task: &str, budget: &str) -> std::process::Command {
+    let mut c = host();
+    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir).args(["--task", task]);
+    c.args(["--provider", "openai", "--base-url"]).arg(format!("{}/v1", server.url));
+    c.args(["--model", "gpt-4o-mini", "--budget", budget, "--json", "--provider-timeout", "2s"]);
+    c
+}
+
+/// A chat completion body with the given usage JSON (`""`: none at all).
+fn completion(usage: &str) -> String {
+    let usage = if usage.is_empty() { String::new() } else { format!(r#","usage":{usage}"#) };
+    format!(r#"{{"model":"gpt-4o-mini","choices":[{{"message":{{"role":"assistant","content":"A paragraph."}},"finish_reason":"stop"}}]{usage}}}"#)
+}
+
+fn good() -> Canned {
+    Canned::from_fixture(&shared_fixture("response-basic.http"))
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// The books balance. Returns the log.
+///
+/// - every request the server saw is an attempt of one `llm_call` or `llm_call_failed` line;
+/// - every call is charged once: at most its reservation, and a failed one all or nothing;
+/// - spent = the sum of the charges <= limit, in the summary and in the ledger's call count.
+fn books(dir: &Path, s: &Value, server: Option<&Server>) -> Vec<Value> {
+    let log = read_log(&dir.join("budget_monitoring.jsonl"));
+    let ok = events(&log, "llm_call");
+    let failed = events(&log, "llm_call_failed");
+    if let Some(server) = server {
+        let attempts: u64 = ok.iter().chain(&failed).map(|e| n(&e["attempts"])).sum();
+        assert_eq!(attempts as usize, server.hits(), "requests seen by the server vs attempts in the log: {log:#?}");
+    }
+    let mut charged = 0;
+    for c in &ok {
+        assert!(n(&c["cost_nanos"]) <= n(&c["reserved_nanos"]), "charged over the reservation: {c}");
+        charged += n(&c["cost_nanos"]);
+    }
+    let mut charged_failures = 0;
+    for f in &failed {
+        let (ch, res) = (n(&f["charged_nanos"]), n(&f["reserved_nanos"]));
+        assert!(ch == 0 || ch == res, "a failed call is charged nothing or its reservation: {f}");
+        charged += ch;
+        charged_failures += (ch > 0) as u64;
+    }
+    let spent = n(&s["spent_nanos"]);
+    assert_eq!(charged, spent, "spent is the sum of what each call was charged");
+    assert!(spent <= n(&s["limit_nanos"]), "overspent: {s}");
+    assert_eq!(n(&s["calls"]), ok.len() as u64 + charged_failures, "each call is charged once");
+    let end = events(&log, "budget_monitoring_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(n(&end[0]["total_cost_nanos"]), spent);
+    log
+}
+
+/// `host inspect --json` of a checkpoint.
+fn inspect(path: &str) -> Value {
+    let mut c = host();
+    c.args(["inspect", path, "--json"]);
+    let r = run(&mut c);
+    r.assert_code(0);
+    r.json()
+}
+
+/// A stopped run left a checkpoint holding the same money and cycles as its summary.
+fn checkpoint_agrees(s: &Value) -> Value {
+    let path = s["checkpoint"].as_str().unwrap_or_else(|| panic!("no checkpoint: {s}"));
+    let ck = inspect(path);
+    assert_eq!(ck["spent_nanos"], s["spent_nanos"], "checkpoint money");
+    assert_eq!(ck["cycle"], s["cycles"], "checkpoint cycle");
+    ck
+}
+
+fn stop_message(s: &Value) -> String {
+    s["stop_reason"]["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// A provider failure stopped the run: exit 1, source error, the message names the problem.
+fn failed_with(r: &Run, want: &str) -> Value {
+    r.assert_code(FAILURE);
+    let s = r.json();
+    assert_eq!(s["stop_reason"]["source"], "error", "{s}");
+    let msg = stop_message(&s);
+    assert!(msg.contains("provider failed") && msg.contains(want), "want '{want}' in: {msg}");
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Provider faults
+
+#[test]
+fn provider_that_never_answers_times_out_charged_once_not_retried() {
+    let server = Server::start(vec![good(), Canned::silent()]);
+    let dir = tempdir();
+    let started = Instant::now();
+    let r = run(openai(dir.path(), &server, "1").args(["--provider-timeout", "1s"]));
+    assert!(started.elapsed() < Duration::from_secs(60), "hung");
+    let s = failed_with(&r, "timed out");
+    // The request may have been processed and billed: charge its reservation,
+    // and never send it again (a second bill would not be covered).
+    assert_eq!(server.hits(), 2);
+    let log = books(dir.path(), &s, Some(&server));
+    let f = events(&log, "llm_call_failed")[0];
+    assert_eq!(f["attempts"], 1);
+    assert_eq!(f["charged_nanos"], f["reserved_nanos"]);
+    checkpoint_agrees(&s);
+}
+
+#[test]
+fn http_429_with_retry_after_is_honoured_and_charged_once() {
+    let busy = Canned::json(429, r#"{"error":{"message":"Rate limit reached"}}"#).header("retry-after", "1");
+    let server = Server::start(vec![busy, good()]);
+    let dir = tempdir();
+    let started = Instant::now();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "2"]));
+    let waited = started.elapsed();
+    r.assert_code(0);
+    let s = r.json();
+    assert!(waited >= Duration::from_secs(1), "Retry-After: 1 not honoured ({waited:?})");
+    let log = books(dir.path(), &s, Some(&server));
+    let calls = events(&log, "llm_call");
+    assert_eq!(calls[0]["attempts"], 2);
+    assert_eq!(calls[1]["attempts"], 1);
+    assert_eq!(server.hits(), 3);
+    assert_eq!(s["spent_nanos"], 2 * 34_050, "two calls, each charged once");
+}
+
+#[test]
+fn http_429_without_retry_after_backs_off_then_gives_up_uncharged() {
+    let server = Server::start(vec![Canned::json(429, r#"{"error":{"message":"Rate limit reached"}}"#)]);
+    let dir = tempdir();
+    let started = Instant::now();
+    let r = run(&mut openai(dir.path(), &server, "1"));
+    // 0.25 + 0.5 + 1 s of backoff between the four attempts.
+    assert!(started.elapsed() >= Duration::from_millis(1750), "no backoff");
+    let s = failed_with(&r, "HTTP 429");
+    assert!(stop_message(&s).contains("Rate limit reached") && stop_message(&s).contains("after 4 attempts"));
+    assert_eq!(server.hits(), 4, "bounded: 1 attempt + 3 retries");
+    let log = books(dir.path(), &s, Some(&server));
+    assert_eq!(events(&log, "llm_call_failed")[0]["charged_nanos"], 0, "a clean refusal is not billed");
+    assert_eq!(s["spent_nanos"], 0);
+    checkpoint_agrees(&s);
+}
+
+#[test]
+fn http_500_is_retried_then_recovers_or_stops() {
+    // Two 500s, then answers: the call succeeds on its third attempt, charged once.
+    let err = Canned::json(500, r#"{"error":{"message":"internal error"}}"#);
+    let server = Server::start(vec![err.clone(), err.clone(), good()]);
+    let dir = tempdir();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "1"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    assert_eq!(events(&log, "llm_call")[0]["attempts"], 3);
+    assert_eq!(s["spent_nanos"], 34_050);
+
+    // A 500 every time: four attempts, nothing charged, the run stops with a checkpoint.
+    let server = Server::start(vec![good(), err]);
+    let dir = tempdir();
+    let r = run(&mut openai(dir.path(), &server, "1"));
+    let s = failed_with(&r, "HTTP 500");
+    assert_eq!(server.hits(), 5);
+    books(dir.path(), &s, Some(&server));
+    assert_eq!(s["spent_nanos"], 34_050);
+    assert_eq!(checkpoint_agrees(&s)["cycle"], 1);
+}
+
+#[test]
+fn connection_reset_mid_body_is_charged_once_not_retried() {
+    let server = Server::start(vec![good(), good().with_fault(Fault::ResetMidBody)]);
+    let dir = tempdir();
+    let r = run(&mut openai(dir.path(), &server, "1"));
+    let s = failed_with(&r, "broke while reading the response");
+    assert_eq!(server.hits(), 2);
+    let log = books(dir.path(), &s, Some(&server));
+    let f = events(&log, "llm_call_failed")[0];
+    assert_eq!(f["charged_nanos"], f["reserved_nanos"]);
+    assert_eq!(checkpoint_agrees(&s)["cycle"], 1);
+}
+
+#[test]
+fn connection_closed_mid_body_is_charged_once_not_retried() {
+    let server = Server::start(vec![good().with_fault(Fault::CloseMidBody)]);
+    let dir = tempdir();
+    let r = run(&mut openai(dir.path(), &server, "1"));
+    let s = failed_with(&r, "broke while reading the response");
+    assert_eq!(server.hits(), 1);
+    let log = books(dir.path(), &s, Some(&server));
+    let f = events(&log, "llm_call_failed")[0];
+    assert_eq!(f["charged_nanos"], f["reserved_nanos"]);
+    checkpoint_agrees(&s);
+}
+
+#[test]
+fn connection_reset_after_the_request_was_sent_is_charged_once_not_retried() {
+    // The request reached the server, no answer came back: it may have been billed.
+    let server = Server::start(vec![good().with_fault(Fault::ResetBeforeAnswer)]);
+    let dir = tempdir();
+    let r = run(&mut openai(dir.path(), &server, "1"));
+    let s = failed_with(&r, "");
+    assert_eq!(server.hits(), 1, "a request that reached the server is not sent again");
+    let log = books(dir.path(), &s, Some(&server));
+    let f = events(&log, "llm_call_failed")[0];
+    assert_eq!(f["charged_nanos"], f["reserved_nanos"], "charged, not released: {f}");
+    checkpoint_agrees(&s);
+}
+
+#[test]
+fn malformed_and_empty_bodies_are_charged_once_not_retried() {
+    for (name, canned) in [
+        ("malformed", Canned::json(200, r#"{"choices": [{"message": "#)),
+        ("not json", Canned::json(200, "<html>502 Bad Gateway</html>")),
+        ("empty", Canned::empty()),
+        ("no choices", Canned::json(200, r#"{"choices": []}"#)),
+    ] {
+        let server = Server::start(vec![canned]);
+        let dir = tempdir();
+        let r = run(&mut openai(dir.path(), &server, "1"));
+        let s = failed_with(&r, "malformed response");
+        assert_eq!(server.hits(), 1, "{name}");
+        let log = books(dir.path(), &s, Some(&server));
+        let f = events(&log, "llm_call_failed")[0];
+        assert_eq!(f["charged_nanos"], f["reserved_nanos"], "{name}");
+        checkpoint_agrees(&s);
+    }
+}
+
+#[test]
+fn hundred_megabyte_bodies_are_cut_at_the_cap() {
+    for declare_length in [true, false] {
+        let server = Server::start(vec![Canned::huge(100 << 20, declare_length)]);
+        let dir = tempdir();
+        let started = Instant::now();
+        let r = run(&mut openai(dir.path(), &server, "1"));
+        assert!(started.elapsed() < Duration::from_secs(60), "hung");
+        let s = failed_with(&r, "larger than 16777216 bytes");
+        assert_eq!(server.hits(), 1, "declare_length {declare_length}");
+        let log = books(dir.path(), &s, Some(&server));
+        let f = events(&log, "llm_call_failed")[0];
+        assert_eq!(f["charged_nanos"], f["reserved_nanos"]);
+        checkpoint_agrees(&s);
+    }
+}
+
+#[test]
+fn provider_faults_never_overspend_a_tight_budget() {
+    // A budget that holds about two reservations: the faulty call's charge
+    // (its reservation) still fits, by construction, and the run stops there.
+    for fault in [Fault::ResetMidBody, Fault::CloseMidBody, Fault::ResetBeforeAnswer] {
+        let server = Server::start(vec![good(), good().with_fault(fault.clone())]);
+        let dir = tempdir();
+        let r = run(&mut openai(dir.path(), &server, "0.0008"));
+        let s = failed_with(&r, "");
+        books(dir.path(), &s, Some(&server));
+        assert!(n(&s["spent_nanos"]) <= 800_000, "{fault:?}: {s}");
+        checkpoint_agrees(&s);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hostile token counts from the provider
+
+#[test]
+fn negative_token_counts_are_treated_as_missing_and_charge_the_reservation() {
+    let server = Server::start(vec![Canned::json(200, &completion(r#"{"prompt_tokens":-5,"completion_tokens":-1}"#))]);
+    let dir = tempdir();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "3"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    for c in events(&log, "llm_call") {
+        assert_eq!(c["cost_nanos"], c["reserved_nanos"]);
+        assert!(c["anomalies"][0].as_str().unwrap().contains("no usage"), "{c}");
+    }
+}
+
+#[test]
+fn missing_usage_charges_the_reservation() {
+    let server = Server::start(vec![Canned::json(200, &completion(""))]);
+    let dir = tempdir();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "2"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    for c in events(&log, "llm_call") {
+        assert_eq!(c["cost_nanos"], c["reserved_nanos"]);
+        assert!(c["anomalies"][0].as_str().unwrap().contains("no usage"));
+    }
+}
+
+#[test]
+fn huge_token_counts_are_capped_at_the_reservation_and_the_limit_holds() {
+    let max = i64::MAX;
+    let body = completion(&format!(r#"{{"prompt_tokens":{max},"completion_tokens":{max},"prompt_tokens_details":{{"cached_tokens":{max}}}}}"#));
+    let server = Server::start(vec![Canned::json(200, &body)]);
+    let dir = tempdir();
+    // About five reservations' worth: the run ends on its budget, not on a crash.
+    let r = run(&mut openai(dir.path(), &server, "0.002"));
+    r.assert_code(BUDGET);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    let calls = events(&log, "llm_call");
+    assert!(calls.len() >= 2, "{calls:?}");
+    for c in &calls {
+        assert_eq!(c["cost_nanos"], c["reserved_nanos"]);
+        let a = c["anomalies"].to_string();
+        assert!(a.contains("exceeded the reservation") && a.contains("were allowed") && a.contains("above the bound"), "{a}");
+    }
+    assert!(n(&s["spent_nanos"]) <= 2_000_000);
+    checkpoint_agrees(&s);
+}
+
+#[test]
+fn huge_token_counts_on_one_operation_do_not_overflow_its_totals() {
+    // Two calls per cycle under one operation label: per-operation token totals add up.
+    let max = i64::MAX;
+    let body = completion(&format!(r#"{{"prompt_tokens":{max},"completion_tokens":{max}}}"#));
+    let server = Server::start(vec![Canned::json(200, &body)]);
+    let dir = tempdir();
+    let r = run(chaos_openai(dir.path(), &server, "calls:2", "1").args(["--max-cycles", "2"]));
+    r.assert_code(0);
+    let s = r.json();
+    books(dir.path(), &s, Some(&server));
+    assert_eq!(s["calls"], 4);
+    checkpoint_agrees(&s);
+}
+
+#[test]
+fn more_output_tokens_than_allowed_is_an_anomaly_charged_at_most_the_reservation() {
+    let server = Server::start(vec![Canned::json(200, &completion(r#"{"prompt_tokens":10,"completion_tokens":100000}"#))]);
+    let dir = tempdir();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "2", "--max-tokens", "64"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    for c in events(&log, "llm_call") {
+        assert_eq!(c["max_tokens"], 64);
+        assert_eq!(c["cost_nanos"], c["reserved_nanos"], "100000 tokens cost more than the reservation: capped");
+        let a = c["anomalies"].to_string();
+        assert!(a.contains("100000 output tokens, 64 were allowed"), "{a}");
+    }
+}
+
+#[test]
+fn token_counts_of_the_wrong_type_are_a_malformed_answer_charged_once() {
+    for usage in [
+        r#"{"prompt_tokens":"12","completion_tokens":3}"#,
+        r#"{"prompt_tokens":12.5,"completion_tokens":3}"#,
+        r#"{"prompt_tokens":1e30,"completion_tokens":3}"#,
+        r#"{"prompt_tokens":18446744073709551616,"completion_tokens":3}"#,
+        r#"{"prompt_tokens":null,"completion_tokens":3}"#,
+        r#"[1,2,3]"#,
+    ] {
+        let server = Server::start(vec![Canned::json(200, &completion(usage))]);
+        let dir = tempdir();
+        let r = run(&mut openai(dir.path(), &server, "1"));
+        let s = failed_with(&r, "malformed response");
+        assert_eq!(server.hits(), 1, "{usage}");
+        let log = books(dir.path(), &s, Some(&server));
+        let f = events(&log, "llm_call_failed")[0];
+        assert_eq!(f["charged_nanos"], f["reserved_nanos"], "{usage}");
+    }
+}
+
+#[test]
+fn ollama_negative_counts_charge_the_reservation() {
+    let body = r#"{"model":"llama3.1","message":{"role":"assistant","content":"ok"},"done":true,"prompt_eval_count":-3,"eval_count":-9}"#;
+    let server = Server::start(vec![Canned::json(200, body)]);
+    let dir = tempdir();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"llama3.1": {"input": 1.0, "output": 2.0}}"#).unwrap();
+    let r = run(essay(dir.path())
+        .args(["--provider", "ollama", "--ollama-host"])
+        .arg(&server.url)
+        .arg("--prices")
+        .arg(&prices)
+        .args(["--budget", "1", "--max-cycles", "2", "--json"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    for c in events(&log, "llm_call") {
+        assert!(n(&c["cost_nanos"]) > 0);
+        assert_eq!(c["cost_nanos"], c["reserved_nanos"]);
+    }
+}
