@@ -5,17 +5,34 @@
 use crate::basics::scripted;
 use crate::util::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 const TOKEN_CAP_JS: &str = "hook-token-cap-js";
 const SPEND_RATE_PY: &str = "hook-spend-rate-py";
 const OP_CAP_C: &str = "hook-op-cap-c";
 const ESSAY_PY: &str = "essay-agent-py";
 
+/// `plugin(name)`, compiled into the shared cache first. These components take up to a
+/// minute each to compile: the first test to need one compiles it (`host validate`) while
+/// the others wait, rather than all compiling it at once on a cold cache.
+fn compiled(name: &str) -> PathBuf {
+    static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let path = plugin(name);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if !done.iter().any(|n| n == name) {
+        let mut c = host();
+        c.arg("validate").arg(&path);
+        run(&mut c).assert_code(0);
+        done.push(name.to_string());
+    }
+    path
+}
+
 /// `--hook FILE.wasm=CONFIG`
 fn hook_arg(name: &str, config: &str) -> String {
-    format!("{}={config}", plugin(name).display())
+    format!("{}={config}", compiled(name).display())
 }
 
 /// The Rust essay agent on a script, with `--json` and the given hooks (in priority order).
@@ -31,7 +48,7 @@ fn essay_with(dir: &Path, script: &str, budget: &str, hooks: &[(&str, &str)]) ->
 /// The Python essay agent on a script, with `--json`.
 fn essay_py(dir: &Path, script: &str, budget: &str) -> Command {
     let mut c = host();
-    c.arg("run").arg(plugin(ESSAY_PY)).arg("--checkpoint-dir").arg(dir);
+    c.arg("run").arg(compiled(ESSAY_PY)).arg("--checkpoint-dir").arg(dir);
     c.args(["--provider", "scripted", "--script"]).arg(fixture(script)).args(["--budget", budget, "--json"]);
     c
 }
@@ -331,7 +348,7 @@ fn python_essay_agent_stops_at_the_budget_and_resume_finishes() {
 fn validate_recognises_the_polyglot_components() {
     for (name, world) in [(TOKEN_CAP_JS, "hook"), (SPEND_RATE_PY, "hook"), (OP_CAP_C, "hook"), (ESSAY_PY, "agent")] {
         let mut c = host();
-        c.arg("validate").arg(plugin(name));
+        c.arg("validate").arg(compiled(name));
         let r = run(&mut c);
         r.assert_code(0);
         let first = r.stdout.lines().next().unwrap_or_default();
