@@ -12,7 +12,7 @@ RUST_HOOKS := budget-monitor chaos-hook
 # polyglot-plugins, polyglot-test (toolchains from Debian, PyPI and npm).
 include plugins/polyglot.mk
 
-.PHONY: all setup build plugins rust-plugins demo test bench clean
+.PHONY: all setup build plugins rust-plugins demo test bench clean report-deps
 
 all: build plugins
 
@@ -38,7 +38,7 @@ demo: setup build plugins
 	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 \
 	  --provider scripted --script tests/fixtures/essay-mini.json
 
-test: setup plugins polyglot-test
+test: setup plugins polyglot-test report-deps
 	$(CARGO) test -p host
 
 # Benchmarks (BENCHMARKS.md). `--profile dev`, not the release-based bench
@@ -54,6 +54,13 @@ bench: setup rust-plugins $(OP_CAP_C)/hook-op-cap-c.wasm
 	$(EXAMPLE) idle_agents -- 1000
 	$(EXAMPLE) idle_agents -- 10000
 	$(EXAMPLE) bench_report
+
+# `host report --html` is tested by rendering the page in headless Chromium
+# (Debian's package), and the live progress under a pseudo-terminal (`script`).
+report-deps:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v script >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium bsdutils; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -10,4 +10,5 @@ mod polyglot;
 mod shared_ledger;
 mod teams;
 mod reliability;
+mod report;
 mod util;

@@ -41,12 +41,12 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     }
     let raw = (hi - lo) / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() * step;
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw * (1.0 - 1e-9)).unwrap_or(10.0 * mag);
+    let first = (lo / step - 1e-9).ceil();
     let mut out = Vec::new();
     let mut k = 0;
     loop {
-        let v = first + k as f64 * step;
+        let v = (first + k as f64) * step;
         if v > hi + step * 1e-9 {
             break;
         }
@@ -57,7 +57,13 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 }
 
 fn fmt_usd_tick(v: f64, step: f64) -> String {
-    let decimals = if step >= 1.0 { 0 } else { ((-step.log10()).ceil() as usize).min(9) };
+    // Enough decimals to tell the ticks apart: 0.0025 needs four.
+    let decimals = (0..9).find(|d| {
+        let scaled = step * 10f64.powi(*d);
+        (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+    });
+    // Money reads as cents at least: $0.10, not $0.1.
+    let decimals = decimals.unwrap_or(9).max(2) as usize;
     format!("${v:.decimals$}")
 }
 
@@ -152,13 +158,13 @@ fn spend_chart(
     let _ = writeln!(o, r#"<figure class="chart-box"><figcaption>{}</figcaption>"#, esc(title));
     let _ = writeln!(
         o,
-        r#"<svg class="chart" id="{id}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        r#"<svg class="chart" id="{id}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
         esc(title)
     );
     let (pl, pr, pt, pb) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
     let _ = writeln!(o, r#"<rect class="plot" x="{pl}" y="{pt}" width="{:.1}" height="{:.1}"/>"#, pr - pl, pb - pt);
     // Y grid and labels.
-    let yt = ticks(0.0, top, 5);
+    let yt = ticks(0.0, top, 6);
     let ystep = if yt.len() > 1 { yt[1] - yt[0] } else { top };
     for v in &yt {
         let y = s.y(*v);
@@ -240,12 +246,13 @@ fn spend_chart(
             MarkerKind::Interrupt => format!(r#"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8"/>"#, x - 4.0, y - 4.0),
             MarkerKind::Resume => format!(r#"<path d="M{x:.1} {:.1} l5 5 l-5 5 l-5 -5 z"/>"#, y - 5.0),
         };
+        // Near the right edge the label goes left of its line, clear of the limit's.
+        let (tx, anchor) = if x > pr - 48.0 { (x - 3.0, "end") } else { (x + 3.0, "start") };
         let _ = writeln!(
             o,
-            r#"<g class="marker {kind}" data-kind="{kind}"><title>{}</title><line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{pb}"/>{symbol}<text x="{:.1}" y="{ly:.1}">{}</text></g>"#,
+            r#"<g class="marker {kind}" data-kind="{kind}"><title>{}</title><line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{pb}"/>{symbol}<text x="{tx:.1}" y="{ly:.1}" text-anchor="{anchor}">{}</text></g>"#,
             esc(&m.title),
             ly + 3.0,
-            x + 3.0,
             esc(&m.label)
         );
     }
@@ -356,7 +363,7 @@ fn operations_chart(o: &mut String, idx: usize, t: &Totals) {
     let h = TOP + row * ops.len().max(1) as f64 + 12.0;
     let max = ops.iter().map(|o| o.1).max().unwrap_or(0).max(1) as f64;
     let _ = writeln!(o, r#"<figure class="chart-box"><figcaption>Cost by operation</figcaption>"#);
-    let _ = writeln!(o, r#"<svg class="chart" id="ops-{idx}" viewBox="0 0 {W} {h:.0}" width="{W}" height="{h:.0}" role="img" aria-label="Cost by operation" xmlns="http://www.w3.org/2000/svg">"#);
+    let _ = writeln!(o, r#"<svg class="chart" id="ops-{idx}" viewBox="0 0 {W} {h:.0}" width="{W}" height="{h:.0}" role="img" aria-label="Cost by operation">"#);
     if ops.is_empty() {
         let _ = writeln!(o, r#"<text class="empty" x="{:.0}" y="{:.0}">no calls</text>"#, W / 2.0, TOP + 10.0);
     }
@@ -391,7 +398,7 @@ fn tokens_chart(o: &mut String, idx: usize, r: &Run) {
     let slot = (W - LEFT - RIGHT) / n;
     let bw = (slot * 0.7).clamp(1.0, 40.0);
     let _ = writeln!(o, r#"<figure class="chart-box"><figcaption>Tokens per call</figcaption>"#);
-    let _ = writeln!(o, r#"<svg class="chart" id="tokens-{idx}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="Tokens per call" xmlns="http://www.w3.org/2000/svg">"#);
+    let _ = writeln!(o, r#"<svg class="chart" id="tokens-{idx}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="Tokens per call">"#);
     let (pl, pr, pt, pb) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
     let _ = writeln!(o, r#"<rect class="plot" x="{pl}" y="{pt}" width="{:.1}" height="{:.1}"/>"#, pr - pl, pb - pt);
     for v in ticks(0.0, max, 5) {
@@ -504,7 +511,7 @@ fn cards(o: &mut String, r: &Run, t: &Totals) {
         ("Limit", fmt_exact(t.limit_nanos), format!("remaining {}", fmt_exact(remaining))),
         ("Budget used", format!("{:.1}%", super::percent(t.spent_nanos, t.limit_nanos)), format!("warnings at {}", t.thresholds.iter().map(|x| format!("{:.0}%", x * 100.0)).collect::<Vec<_>>().join(", "))),
         ("Calls", t.calls.to_string(), format!("avg {} · {} refused", fmt_exact(if t.calls == 0 { 0 } else { t.spent_nanos / t.calls as u64 }), r.refused)),
-        ("Tokens", format!("{} / {}", thousands(t.input_tokens), thousands(t.output_tokens)), format!("in / out · {} cached", thousands(t.cached_tokens))),
+        ("Tokens", thousands(t.input_tokens.saturating_add(t.output_tokens)), format!("{} in ({} cached) · {} out", thousands(t.input_tokens), thousands(t.cached_tokens), thousands(t.output_tokens))),
         ("Cycles", opt(&t.cycles_completed), format!("{status}{}", if resumes > 0 { format!(" · {resumes} resume{}", if resumes == 1 { "" } else { "s" }) } else { String::new() })),
     ];
     let _ = writeln!(o, r#"<div class="cards">"#);
@@ -599,7 +606,7 @@ pub fn page(log: &Log) -> String {
     let _ = writeln!(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     let _ = writeln!(o, r#"<meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title>"#, esc(&title));
     let _ = writeln!(o, "<style>{CSS}</style></head><body>");
-    let _ = writeln!(o, "<h1>💰 {}</h1>", esc(&title));
+    let _ = writeln!(o, "<h1>{}</h1>", esc(&title));
     let _ = writeln!(
         o,
         r#"<div class="meta">From <code>{}</code> · {} lines · generated {} by host {}</div>"#,
@@ -678,11 +685,13 @@ mod tests {
         assert_eq!(t.len(), 6, "{t:?}");
         assert!((t[5] - 0.1).abs() < 1e-12, "{t:?}");
         let t = ticks(0.0, 0.108, 5);
-        assert_eq!(t.len(), 6, "{t:?}");
-        assert!((t[1] - 0.02).abs() < 1e-12);
+        assert_eq!(t.len(), 5, "{t:?}");
+        assert!((t[1] - 0.025).abs() < 1e-12, "{t:?}");
         assert_eq!(ticks(0.0, 10.0, 10), (0..=10).map(f64::from).collect::<Vec<_>>());
         assert_eq!(ticks(1.0, 1.0, 5), vec![1.0]);
         assert_eq!(fmt_usd_tick(0.04, 0.02), "$0.04");
+        assert_eq!(fmt_usd_tick(0.1, 0.1), "$0.10");
+        assert_eq!(fmt_usd_tick(2.0, 1.0), "$2.00");
         assert_eq!(fmt_usd_tick(0.0025, 0.0025), "$0.0025");
     }
 
