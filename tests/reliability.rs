@@ -410,3 +410,131 @@ fn ollama_negative_counts_charge_the_reservation() {
         assert_eq!(c["cost_nanos"], c["reserved_nanos"]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hostile numbers and files from the user
+
+fn scripted_essay(dir: &Path) -> std::process::Command {
+    let mut c = essay(dir);
+    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
+    c
+}
+
+/// Refused before anything runs: exit 2, one line naming the flag or file.
+fn refused(r: &Run, want: &str, case: &str) {
+    assert_eq!(r.code, USAGE, "{case}: exit code\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(want), "{case}: want '{want}' in: {}", r.stderr);
+    assert!(!r.stdout.contains("CYCLE"), "{case}: it ran");
+}
+
+#[test]
+fn hostile_budgets_are_refused_by_name() {
+    let dir = tempdir();
+    for b in [
+        "NaN", "nan", "-NaN", "inf", "-inf", "Infinity", "+inf", "-1", "-0", "0", "0.0", "-0.000001", "1e300", "1e7", "1000000.01",
+        "1e-12", "0.0000000001", "abc", "", " ", "$", "0x10", "1,5", "1_000", "1e", "--1", "1.0.0", "١",
+    ] {
+        let r = run(scripted_essay(dir.path()).args(["--budget", b]));
+        refused(&r, "error: --budget", &format!("--budget {b:?}"));
+        assert_eq!(r.stderr.lines().count(), 1, "{b:?}: one line: {}", r.stderr);
+    }
+}
+
+#[test]
+fn hostile_numeric_flags_are_refused() {
+    let dir = tempdir();
+    for (flag, value, want) in [
+        ("--warn", "NaN", "--warn"),
+        ("--warn", "inf", "--warn"),
+        ("--warn", "-0.5", "--warn"),
+        ("--warn", "1.5", "--warn"),
+        ("--fuel", "0", "--fuel"),
+        ("--fuel", "-1", "--fuel"),
+        ("--fuel", "1e3", "--fuel"),
+        ("--memory-mb", "0", "--memory-mb"),
+        ("--memory-mb", "99999999", "--memory-mb"),
+        ("--max-tokens", "0", "--max-tokens"),
+        ("--max-tokens", "4294967296", "--max-tokens"),
+        ("--temperature", "NaN", "--temperature"),
+        ("--temperature", "-1", "--temperature"),
+        ("--temperature", "1e30", "--temperature"),
+        ("--timeout", "NaN", "not a duration"),
+        ("--timeout", "0s", "not a duration"),
+        ("--timeout", "-1s", "not a duration"),
+        ("--timeout", "1e400s", "not a duration"),
+        ("--timeout", "99999999h", "not a duration"),
+        ("--provider-timeout", "0ms", "not a duration"),
+        ("--retain", "0", "--retain"),
+        ("--max-cycles", "-1", "--max-cycles"),
+    ] {
+        let r = run(scripted_essay(dir.path()).args(["--budget", "1"]).arg(format!("{flag}={value}")));
+        refused(&r, want, &format!("{flag} {value}"));
+    }
+}
+
+#[test]
+fn hostile_price_files_are_refused_naming_the_file_and_model() {
+    let dir = tempdir();
+    let cases = [
+        ("nan.json", r#"{"gpt-4o": {"input": NaN, "output": 1}}"#, "not valid"),
+        ("infinity.json", r#"{"gpt-4o": {"input": Infinity, "output": 1}}"#, "not valid"),
+        ("negative.json", r#"{"gpt-4o": {"input": -2.5, "output": 10}}"#, "is negative"),
+        ("negzero-out.json", r#"{"gpt-4o": {"input": 1, "output": -1e-9}}"#, "is negative"),
+        ("absurd.json", r#"{"gpt-4o": {"input": 1e300, "output": 10}}"#, "absurdly large"),
+        ("overflow.json", r#"{"gpt-4o": {"input": 1e400, "output": 10}}"#, "not valid"),
+        ("tiny.json", r#"{"gpt-4o": {"input": 1e-12, "output": 10}}"#, "rounds to zero"),
+        ("string.json", r#"{"gpt-4o": {"input": "2.5", "output": 10}}"#, "model 'gpt-4o'"),
+        ("null.json", r#"{"gpt-4o": {"input": null, "output": 10}}"#, "model 'gpt-4o'"),
+        ("bool.json", r#"{"gpt-4o": {"input": true, "output": 10}}"#, "model 'gpt-4o'"),
+        ("nested.json", r#"{"gpt-4o": {"input": {"usd": 1}, "output": 10}}"#, "model 'gpt-4o'"),
+        ("missing.json", r#"{"gpt-4o": {"input": 2.5}}"#, "missing field `output`"),
+        ("extra.json", r#"{"gpt-4o": {"input": 2.5, "output": 10, "discount": 0.5}}"#, "unknown field"),
+        ("not-object.json", r#"{"gpt-4o": [2.5, 10]}"#, "model 'gpt-4o'"),
+        ("array.json", r#"[{"gpt-4o": {"input": 2.5, "output": 10}}]"#, "not valid"),
+        ("empty.json", "", "not valid"),
+        ("garbage.json", "\u{0}\u{1}\u{2}binary", "not valid"),
+        ("duplicate.json", r#"{"gpt-4o": {"input": 2.5, "output": 10}, "gpt-4o": {"input": 0, "output": 0}}"#, "listed twice"),
+        ("case-duplicate.json", r#"{"GPT-4o": {"input": 2.5, "output": 10}, "gpt-4o": {"input": 0, "output": 0}}"#, "listed twice"),
+    ];
+    for (name, text, want) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let r = run(scripted_essay(dir.path()).args(["--budget", "1"]).arg("--prices").arg(&p));
+        refused(&r, want, name);
+        assert!(r.stderr.contains(name), "{name}: names the file: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{name}: one line: {}", r.stderr);
+    }
+    // A directory, a missing file.
+    for p in [dir.path().to_path_buf(), dir.path().join("does-not-exist.json")] {
+        let r = run(scripted_essay(dir.path()).args(["--budget", "1"]).arg("--prices").arg(&p));
+        refused(&r, "cannot read price file", &p.display().to_string());
+    }
+}
+
+#[test]
+fn a_zero_price_is_a_free_model_and_spends_nothing() {
+    // The control for the refusals above: 0 is a legitimate price (a local model).
+    let dir = tempdir();
+    let p = dir.path().join("free.json");
+    std::fs::write(&p, r#"{"gpt-4o-mini": {"input": 0, "output": 0, "cache_read": 0}}"#).unwrap();
+    let r = run(scripted_essay(dir.path()).args(["--budget", "0.000001", "--max-cycles", "3", "--json"]).arg("--prices").arg(&p));
+    r.assert_code(0);
+    let s = r.json();
+    assert_eq!(s["spent_nanos"], 0);
+    assert_eq!(s["calls"], 3);
+    books(dir.path(), &s, None);
+}
+
+#[test]
+fn resume_refuses_hostile_budgets() {
+    let dir = tempdir();
+    let r = run(scripted_essay(dir.path()).args(["--budget", "1", "--max-cycles", "1", "--json"]));
+    r.assert_code(0);
+    let ck = r.json()["checkpoint"].as_str().unwrap().to_string();
+    for b in ["NaN", "inf", "-1", "0", "1e300", "abc"] {
+        let mut c = host();
+        c.args(["resume", &ck, "--budget", b]);
+        let r = run(&mut c);
+        refused(&r, "--budget", &format!("resume --budget {b}"));
+    }
+}

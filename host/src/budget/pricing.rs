@@ -125,17 +125,47 @@ fn price_field(path: &str, model: &str, field: &'static str, usd: f64) -> Result
     }
     usd_to_nanos(usd).map_err(|e| match e {
         BudgetError::TooLarge(_) => bad(format!("{usd} USD per 1M tokens is absurdly large")),
+        BudgetError::NotPositive(_) => bad(format!("{usd} USD per 1M tokens rounds to zero nano-USD (write 0 for a free model)")),
         other => bad(other.to_string()),
     })
+}
+
+/// A JSON object's entries in file order with duplicates kept (a map keeps
+/// only one of them, silently).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 impl PriceTable {
     /// Built-in prices overridden and extended by a JSON object
     /// `{"model": {"input": 0.15, "output": 0.6, "cache_read": 0.075}}` (USD per 1M tokens).
     pub fn with_overrides(mut self, path: &str, text: &str) -> Result<Self, PriceError> {
-        let entries: HashMap<String, serde_json::Value> = serde_json::from_str(text)
+        let Entries(entries) = serde_json::from_str(text)
             .map_err(|e| PriceError::Invalid { path: path.into(), detail: format!("{e} (expected an object of model -> {{input, output, cache_read}})") })?;
+        // Names are case-insensitive: two spellings of one model would leave its price to chance.
+        let mut seen = std::collections::HashSet::new();
         for (model, value) in entries {
+            if !seen.insert(model.to_lowercase()) {
+                return Err(PriceError::Invalid { path: path.into(), detail: format!("model '{model}' is listed twice (model names are case-insensitive)") });
+            }
             let e: PriceEntry = serde_json::from_value(value)
                 .map_err(|err| PriceError::Invalid { path: path.into(), detail: format!("model '{model}': {err}") })?;
             let input = price_field(path, &model, "input", e.input)?;
@@ -237,6 +267,9 @@ mod tests {
             r#"{"m": {"input": -1, "output": 1}}"#,
             r#"{"m": {"input": 1e300, "output": 1}}"#,
             r#"{"m": {"input": 1, "output": 1, "extra": 2}}"#,
+            r#"{"m": {"input": 1e-12, "output": 1}}"#,
+            r#"{"m": {"input": 1, "output": 1}, "M": {"input": 2, "output": 2}}"#,
+            r#"{"m": {"input": 1, "output": 1}, "m": {"input": 2, "output": 2}}"#,
         ] {
             let e = PriceTable::default().with_overrides("p.json", bad);
             assert!(e.is_err(), "{bad} accepted");
