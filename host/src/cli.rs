@@ -46,6 +46,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
+    /// The embedded GGUF model, in process: free and offline.
+    Local,
     /// Any OpenAI-compatible /v1/chat/completions server.
     Openai,
     /// Ollama's /api/chat.
@@ -83,8 +85,12 @@ pub struct RunArgs {
     /// Stop after this many cycles if the agent has not finished.
     #[arg(long, default_value_t = 100)]
     pub max_cycles: u32,
-    #[arg(long, value_enum, default_value = "scripted")]
+    #[arg(long, value_enum, default_value = "local")]
     pub provider: ProviderKind,
+    /// The GGUF file for --provider local [default: $BUDGET_HOST_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long)]
+    #[serde(default)]
+    pub model_path: Option<PathBuf>,
     /// Model name sent to the provider and used for pricing.
     #[arg(long)]
     pub model: Option<String>,
@@ -312,6 +318,11 @@ impl RunArgs {
             None => PriceTable::default(),
         };
         let (provider, default_model): (Arc<dyn Provider>, String) = match self.provider {
+            ProviderKind::Local => {
+                let path = self.model_path.clone().unwrap_or_else(llm_local::default_model_path);
+                let local = crate::llm::local::Local::load(&path).map_err(|e| BadInput(e.to_string()))?;
+                (Arc::new(local), crate::llm::local::MODEL_NAME.into())
+            }
             ProviderKind::Openai => {
                 let base = self.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
                 if !(base.starts_with("http://") || base.starts_with("https://")) {

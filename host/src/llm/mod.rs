@@ -6,6 +6,7 @@
 //! guest, a log line, a checkpoint or an error message.
 
 pub mod http;
+pub mod local;
 pub mod ollama;
 pub mod openai;
 pub mod retry;

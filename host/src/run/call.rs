@@ -421,6 +421,13 @@ impl HostState {
             self.release_held(held).await;
             0
         };
+        // The request itself was wrong: the guest's mistake, not the provider's failure.
+        if let ProviderError::InvalidRequest(m) = &e {
+            let cycle = self.cycle;
+            let m = m.clone();
+            self.shared.audit(|a| a.event("llm_call_refused", json!({"operation": operation, "cycle": cycle, "reason": "invalid_request", "detail": m})));
+            return types::LlmError::InvalidRequest(m);
+        }
         let msg = format!("{e} (after {attempts} attempt{})", if attempts == 1 { "" } else { "s" });
         let cycle = self.cycle;
         self.shared.audit(|a| {

@@ -4,7 +4,7 @@
 //! cycle) until cycle `<cycle>` (default 1), then:
 //! `loop` spin forever; `trap` panic; `alloc` allocate without bound;
 //! `recurse` recurse without bound; `files` try to read a file, the environment
-//! and a socket and report what it got; `big-prompt` send a 100 MB prompt;
+//! and a socket and report what it got; `big-prompt` send a 100 MB prompt; `long-prompt` a 200 KB one;
 //! `many-messages` send 100,000 messages; `big-snapshot` grow its state to
 //! 64 MiB so `snapshot` returns it; `trap-snapshot` / `trap-restore` panic there;
 //! `slow` burn fuel in a long loop then finish; `calls:<n>` make n calls per cycle.
@@ -102,6 +102,21 @@ impl Agent for Chaos {
             }
             "big-prompt" => {
                 let content = "x".repeat(100 << 20);
+                let r = llm::complete(&CompletionRequest {
+                    messages: vec![Message { role: Role::User, content }],
+                    model: None,
+                    max_tokens: Some(16),
+                    temperature: None,
+                    operation: None,
+                });
+                Ok(Step::Done(match r {
+                    Ok(_) => "accepted".into(),
+                    Err(e) => format!("refused: {}", e.message()),
+                }))
+            }
+            "long-prompt" => {
+                // Under the host's byte limit, over the local model's context window.
+                let content = "word ".repeat(40_000);
                 let r = llm::complete(&CompletionRequest {
                     messages: vec![Message { role: Role::User, content }],
                     model: None,
