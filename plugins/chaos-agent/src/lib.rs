@@ -27,6 +27,19 @@ fn small_call(cycle: u32) -> Result<(), String> {
         .map_err(|e| e.message())
 }
 
+fn user(content: String) -> Message {
+    Message { role: Role::User, content }
+}
+
+/// Make one call and say how the host answered.
+fn try_call(messages: Vec<Message>) -> String {
+    let r = llm::complete(&CompletionRequest { messages, model: None, max_tokens: Some(16), temperature: None, operation: None });
+    match r {
+        Ok(_) => "accepted".into(),
+        Err(e) => format!("refused: {}", e.message()),
+    }
+}
+
 /// `snapshot` traps once armed; `restore` traps for `trap-restore` runs.
 fn ser_behaviour<S: serde::Serializer>(b: &String, s: S) -> Result<S::Ok, S::Error> {
     if b == "trap-snapshot-armed" {
@@ -100,43 +113,10 @@ impl Agent for Chaos {
                 log::info(&report);
                 Ok(Step::Done(report))
             }
-            "big-prompt" => {
-                let content = "x".repeat(100 << 20);
-                let r = llm::complete(&CompletionRequest {
-                    messages: vec![Message { role: Role::User, content }],
-                    model: None,
-                    max_tokens: Some(16),
-                    temperature: None,
-                    operation: None,
-                });
-                Ok(Step::Done(match r {
-                    Ok(_) => "accepted".into(),
-                    Err(e) => format!("refused: {}", e.message()),
-                }))
-            }
-            "long-prompt" => {
-                // Under the host's byte limit, over the local model's context window.
-                let content = "word ".repeat(40_000);
-                let r = llm::complete(&CompletionRequest {
-                    messages: vec![Message { role: Role::User, content }],
-                    model: None,
-                    max_tokens: Some(16),
-                    temperature: None,
-                    operation: None,
-                });
-                Ok(Step::Done(match r {
-                    Ok(_) => "accepted".into(),
-                    Err(e) => format!("refused: {}", e.message()),
-                }))
-            }
-            "many-messages" => {
-                let messages = (0..100_000).map(|i| Message { role: Role::User, content: format!("{i}") }).collect();
-                let r = llm::complete(&CompletionRequest { messages, model: None, max_tokens: Some(16), temperature: None, operation: None });
-                Ok(Step::Done(match r {
-                    Ok(_) => "accepted".into(),
-                    Err(e) => format!("refused: {}", e.message()),
-                }))
-            }
+            "big-prompt" => Ok(Step::Done(try_call(vec![user("x".repeat(100 << 20))]))),
+            // Under the host's byte limit, over the local model's context window.
+            "long-prompt" => Ok(Step::Done(try_call(vec![user("word ".repeat(40_000))]))),
+            "many-messages" => Ok(Step::Done(try_call((0..100_000).map(|i| user(i.to_string())).collect()))),
             "big-snapshot" => {
                 self.ballast = vec![7u8; 64 << 20];
                 Ok(Step::Continue("grew state to 64 MiB".into()))
