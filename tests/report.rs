@@ -344,23 +344,9 @@ fn screen_lines(screen: &str) -> Vec<String> {
     screen.lines().map(|l| l.replace('\u{fe0f}', "").split_whitespace().collect::<Vec<_>>().join(" ")).collect()
 }
 
-#[test]
-fn progress_on_a_terminal_leaves_only_the_lines() {
-    // A provider slow enough for the display to draw between calls.
-    let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"A section of the essay."},"finish_reason":"stop"}],"usage":{"prompt_tokens":200,"completion_tokens":400,"total_tokens":600}}"#;
-    let server = Server::start(vec![Canned::json(200, body).delayed(300)]);
-    let dir = tempdir();
-    let args = |d: &Path| {
-        format!(
-            "run {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.02 --max-tokens 500 --max-cycles 8",
-            plugin("essay-agent").display(),
-            d.display(),
-            server.url
-        )
-    };
-    let bin = env!("CARGO_BIN_EXE_host");
-    let on_tty = dir.path().join("tty");
-    let cmd = format!("stty rows 200 cols 120; exec {bin} {}", args(&on_tty));
+/// `host ARGS` on a pseudo-terminal (util-linux `script`) of 300 x 120: exit code and every byte it drew.
+fn on_a_terminal(args: &str) -> (Option<i32>, Vec<u8>) {
+    let cmd = format!("stty rows 300 cols 120; exec {} {args}", env!("CARGO_BIN_EXE_host"));
     let out = Command::new("script")
         .args(["-qefc", &cmd, "/dev/null"])
         .env("TERM", "xterm-256color")
@@ -370,24 +356,53 @@ fn progress_on_a_terminal_leaves_only_the_lines() {
         .stdin(Stdio::null())
         .output()
         .expect("script (util-linux) runs");
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(matches!(out.status.code(), Some(0) | Some(BUDGET)), "exit {:?}:\n{raw}", out.status);
+    (out.status.code(), out.stdout)
+}
+
+/// What a terminal shows once `raw` has been drawn on it.
+fn final_screen(raw: &[u8]) -> Vec<String> {
+    let mut term = vt100::Parser::new(300, 120, 0);
+    term.process(raw);
+    screen_lines(&term.screen().contents())
+}
+
+fn assert_no_leftover(screen: &[String]) {
+    for junk in ["▕", "▏", " · tokens ", "last call $", "⠋", "⠙", "⠹"] {
+        assert!(!screen.iter().any(|l| l.contains(junk)), "a leftover of the display ({junk:?}) on the final screen:\n{}", screen.join("\n"));
+    }
+}
+
+/// A provider slow enough for the display to draw between calls: each call $0.0045 on gpt-4o.
+fn slow_provider() -> Server {
+    let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"A section of the essay."},"finish_reason":"stop"}],"usage":{"prompt_tokens":200,"completion_tokens":400,"total_tokens":600}}"#;
+    Server::start(vec![Canned::json(200, body).delayed(300)])
+}
+
+#[test]
+fn progress_on_a_terminal_leaves_only_the_lines() {
+    let server = slow_provider();
+    let dir = tempdir();
+    let args = |d: &Path| {
+        format!(
+            "run {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.02 --max-tokens 500 --max-cycles 8",
+            plugin("essay-agent").display(),
+            d.display(),
+            server.url
+        )
+    };
+    let (code, bytes) = on_a_terminal(&args(&dir.path().join("tty")));
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(matches!(code, Some(0) | Some(BUDGET)), "exit {code:?}:\n{raw}");
     assert!(raw.contains("▕") && raw.contains(" · tokens "), "the live display was drawn at some point:\n{raw}");
     // ... and drawn between the cycle lines, so printing them went through it.
     let (first, last) = (raw.find("CYCLE 1: ").unwrap(), raw.rfind("CYCLE ").unwrap());
     assert!(raw[first..last].matches("▕").count() >= 3, "the display was up while cycles printed:\n{raw}");
-
-    let mut term = vt100::Parser::new(200, 120, 0);
-    term.process(&out.stdout);
-    let screen = screen_lines(&term.screen().contents());
-    for junk in ["▕", "▏", " · tokens ", "last call $"] {
-        assert!(!screen.iter().any(|l| l.contains(junk)), "a leftover of the display ({junk:?}) on the final screen:\n{}", screen.join("\n"));
-    }
+    let screen = final_screen(&bytes);
+    assert_no_leftover(&screen);
 
     // The same run on a pipe: the terminal's final screen shows the same cycle and warning lines, whole and in order.
-    let on_pipe = dir.path().join("pipe");
     let mut c = host();
-    c.args(args(&on_pipe).split(' '));
+    c.args(args(&dir.path().join("pipe")).split(' '));
     let piped = run(&mut c);
     let keep = |l: &&String| l.starts_with("CYCLE ") || l.starts_with("⚠ Budget warning");
     let want: Vec<String> = screen_lines(&piped.stdout).iter().filter(keep).cloned().collect();
@@ -397,11 +412,51 @@ fn progress_on_a_terminal_leaves_only_the_lines() {
     assert_eq!(got, want, "final screen:\n{}", screen.join("\n"));
     assert!(screen.iter().any(|l| l == "💰 COST BREAKDOWN"), "the ending is on screen:\n{}", screen.join("\n"));
 
-    // --no-progress (and --json, --quiet) keep the terminal free of it.
-    let quiet = dir.path().join("quiet");
-    let cmd = format!("stty rows 200 cols 120; exec {bin} {} --no-progress", args(&quiet));
-    let out = Command::new("script").args(["-qefc", &cmd, "/dev/null"]).env("TERM", "xterm-256color").env("BUDGET_HOST_CACHE", root().join("target/e2e-cache")).stdin(Stdio::null()).output().unwrap();
-    let raw = String::from_utf8_lossy(&out.stdout);
-    assert!(!raw.contains("▕") && !raw.contains(" · tokens "), "--no-progress drew the display:\n{raw}");
-    assert!(raw.contains("CYCLE 1: "), "{raw}");
+    // --no-progress, --json and --quiet keep the terminal free of it.
+    for flag in ["--no-progress", "--json", "--quiet"] {
+        let (_, bytes) = on_a_terminal(&format!("{} {flag}", args(&dir.path().join(flag.trim_start_matches('-')))));
+        let raw = String::from_utf8_lossy(&bytes);
+        assert!(!raw.contains("▕") && !raw.contains(" · tokens "), "{flag} drew the display:\n{raw}");
+        match flag {
+            "--quiet" => assert!(!raw.contains("CYCLE 1: "), "{raw}"),
+            _ => assert!(raw.contains("CYCLE 1: "), "{raw}"),
+        }
+    }
+}
+
+#[test]
+fn progress_of_a_team_gives_each_agent_a_bar_and_leaves_only_the_lines() {
+    let server = slow_provider();
+    let dir = tempdir();
+    let essay = plugin("essay-agent");
+    let team = dir.path().join("team.toml");
+    let agents = ["writer", "critic"];
+    let toml: String = agents.iter().map(|a| format!("[[agents]]\nname = \"{a}\"\nwasm = \"{}\"\nshare = 0.5\n", essay.display())).collect();
+    std::fs::write(&team, toml).unwrap();
+    let args = |d: &Path| {
+        format!(
+            "run --team {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.04 --max-tokens 500 --max-cycles 6",
+            team.display(),
+            d.display(),
+            server.url
+        )
+    };
+    let (code, bytes) = on_a_terminal(&args(&dir.path().join("tty")));
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(matches!(code, Some(0) | Some(BUDGET)), "exit {code:?}:\n{raw}");
+    for a in agents {
+        assert!(raw.contains(&format!("[{a}] cycle ")), "{a} had a bar of its own:\n{raw}");
+    }
+    let screen = final_screen(&bytes);
+    assert_no_leftover(&screen);
+    let mut c = host();
+    c.args(args(&dir.path().join("pipe")).split(' '));
+    let piped = run(&mut c);
+    for a in agents {
+        let keep = |l: &&String| l.starts_with(&format!("[{a}] CYCLE ")) || l.starts_with(&format!("[{a}] ⚠ Budget warning"));
+        let want: Vec<String> = screen_lines(&piped.stdout).iter().filter(keep).cloned().collect();
+        let got: Vec<String> = screen.iter().filter(keep).cloned().collect();
+        assert!(want.len() >= 4, "{a} ran cycles:\n{}", piped.stdout);
+        assert_eq!(got, want, "{a}'s lines on the final screen:\n{}", screen.join("\n"));
+    }
 }

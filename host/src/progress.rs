@@ -7,11 +7,15 @@
 //! which takes the bar off the screen, prints, and draws it again below, so
 //! `CYCLE n:` lines and warnings are never garbled; [`Progress::finish`]
 //! clears it for good before the ending is printed.
+//!
+//! Every run of the process draws into one `MultiProgress` on stdout, so the
+//! agents of a team get a bar each, stacked, and a line printed by any of
+//! them takes all the bars off the screen while it prints.
 
 use crate::budget::{fmt_usd, LedgerState, Nanos};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// A handle to the run's progress display; clones share it. The default is off.
@@ -27,8 +31,10 @@ impl std::fmt::Debug for Progress {
 }
 
 struct State {
-    /// Where the bar will draw, until `start` takes it.
-    target: Option<ProgressDrawTarget>,
+    /// Where the bars of this process draw.
+    multi: MultiProgress,
+    /// Not started yet (a finished display does not come back).
+    fresh: bool,
     live: Option<Live>,
 }
 
@@ -37,6 +43,8 @@ struct Live {
     figures: Figures,
     thresholds: Vec<f64>,
     level: usize,
+    /// The agent's name in a team, before the cycle.
+    label: String,
 }
 
 /// What the display shows.
@@ -127,7 +135,8 @@ impl Progress {
     pub fn terminal(wanted: bool) -> Progress {
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         if wanted && !dumb && std::io::stdout().is_terminal() {
-            Progress::to(ProgressDrawTarget::stdout())
+            static STDOUT: OnceLock<MultiProgress> = OnceLock::new();
+            Progress::within(STDOUT.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout())).clone())
         } else {
             Progress::default()
         }
@@ -135,7 +144,19 @@ impl Progress {
 
     /// Draw to `target` (tests use a hidden or in-memory one).
     pub fn to(target: ProgressDrawTarget) -> Progress {
-        Progress { inner: Some(Arc::new(Mutex::new(State { target: Some(target), live: None }))) }
+        Progress::within(MultiProgress::with_draw_target(target))
+    }
+
+    /// Another display among the same bars (an agent of the same team); off if this one is.
+    pub fn sibling(&self) -> Progress {
+        match self.state() {
+            Some(s) => Progress::within(s.multi.clone()),
+            None => Progress::default(),
+        }
+    }
+
+    fn within(multi: MultiProgress) -> Progress {
+        Progress { inner: Some(Arc::new(Mutex::new(State { multi, fresh: true, live: None }))) }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -146,10 +167,13 @@ impl Progress {
         self.inner.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Show the bar, starting from what the ledger holds (non-zero on a resume).
-    pub fn start(&self, ledger: &LedgerState, fuel: u64, cycle: u32) {
+    /// Show the bar, starting from what the ledger holds (non-zero on a resume);
+    /// `label` names the agent when several share the terminal.
+    pub fn start(&self, ledger: &LedgerState, fuel: u64, cycle: u32, label: &str) {
         let Some(mut s) = self.state() else { return };
-        let Some(target) = s.target.take() else { return };
+        if !std::mem::replace(&mut s.fresh, false) {
+            return;
+        }
         let figures = Figures {
             cycle,
             limit: ledger.limit,
@@ -160,8 +184,10 @@ impl Progress {
             last_cost: None,
             fuel,
         };
-        let bar = ProgressBar::with_draw_target(Some(figures.limit.max(1)), target).with_finish(ProgressFinish::AndClear);
-        let mut live = Live { bar, figures, thresholds: ledger.thresholds.clone(), level: usize::MAX };
+        let bar = s.multi.add(ProgressBar::new(figures.limit.max(1)).with_finish(ProgressFinish::AndClear));
+        let label = label.trim();
+        let label = if label.is_empty() { String::new() } else { format!("{label} ") };
+        let mut live = Live { bar, figures, thresholds: ledger.thresholds.clone(), level: usize::MAX, label };
         live.redraw();
         live.bar.enable_steady_tick(Duration::from_millis(120));
         s.live = Some(live);
@@ -201,23 +227,23 @@ impl Progress {
         self.state()?.live.as_ref().map(|l| l.figures.clone())
     }
 
-    /// Run `print` with the bar off the screen, then draw it again.
+    /// Run `print` with the bars off the screen, then draw them again.
     pub fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
-        let bar = self.state().and_then(|s| s.live.as_ref().map(|l| l.bar.clone()));
-        match bar {
-            Some(b) => b.suspend(print),
+        // Not under our lock: another run's line may be printing through the same bars.
+        let multi = self.state().map(|s| s.multi.clone());
+        match multi {
+            Some(m) => m.suspend(print),
             None => print(),
         }
     }
 
     /// Clear the bar for good; later lines print as if it never was.
     pub fn finish(&self) {
-        let live = self.state().and_then(|mut s| {
-            s.target = None;
-            s.live.take()
-        });
-        if let Some(l) = live {
+        let Some(mut s) = self.state() else { return };
+        s.fresh = false;
+        if let Some(l) = s.live.take() {
             l.bar.finish_and_clear();
+            s.multi.remove(&l.bar);
         }
     }
 }
@@ -232,7 +258,7 @@ impl Live {
         }
         self.bar.set_length(f.limit.max(1));
         self.bar.set_position(f.spent.min(f.limit));
-        self.bar.set_prefix(format!("cycle {}", f.cycle));
+        self.bar.set_prefix(format!("{}cycle {}", self.label, f.cycle));
         self.bar.set_message(message(f));
     }
 }
@@ -285,7 +311,7 @@ mod tests {
         let _ = l.settle(r, 10_000_000, "llm_call_cycle_1", 200, 1_000);
         let p = Progress::to(ProgressDrawTarget::hidden());
         assert_eq!(p.figures(), None, "nothing before start");
-        p.start(&l.state(), 5_000, 1);
+        p.start(&l.state(), 5_000, 1, "");
         let f = p.figures().unwrap();
         assert_eq!((f.spent, f.calls, f.input_tokens, f.output_tokens, f.fuel, f.cycle), (10_000_000, 1, 200, 1_000, 5_000, 1));
         p.cycle(2, 6_000);
@@ -296,15 +322,33 @@ mod tests {
         p.finish();
         assert_eq!(p.figures(), None, "gone after finish");
         // A finished display does not come back.
-        p.start(&l.state(), 0, 1);
+        p.start(&l.state(), 0, 1, "");
         assert_eq!(p.figures(), None);
+    }
+
+    #[test]
+    fn agents_of_a_team_get_a_bar_each() {
+        let l = Ledger::new(100).unwrap().state();
+        let a = Progress::to(ProgressDrawTarget::hidden());
+        let b = a.sibling();
+        a.start(&l, 0, 0, "[writer] ");
+        b.start(&l, 0, 0, "[critic] ");
+        b.cycle(3, 10);
+        assert_eq!(a.figures().unwrap().cycle, 0);
+        assert_eq!(b.figures().unwrap().cycle, 3);
+        a.finish();
+        assert_eq!(a.figures(), None);
+        assert!(b.figures().is_some(), "the other agent's bar stays");
+        assert_eq!(a.suspend(|| 1) + b.suspend(|| 2), 3);
+        b.finish();
+        assert!(!Progress::default().sibling().is_enabled());
     }
 
     #[test]
     fn off_by_default_and_when_unwanted() {
         let p = Progress::default();
         assert!(!p.is_enabled());
-        p.start(&Ledger::new(1).unwrap().state(), 0, 0);
+        p.start(&Ledger::new(1).unwrap().state(), 0, 0, "");
         assert_eq!(p.figures(), None);
         assert_eq!(p.suspend(|| "printed"), "printed");
         assert!(!Progress::terminal(false).is_enabled());

@@ -229,15 +229,21 @@ fn spend_chart(
     let _ = writeln!(o, r#"<path class="spend" d="{d}"/>"#);
 
     // Markers: a line down the plot, a symbol at the spend, labels that do not overlap.
-    let mut rows: Vec<Vec<f64>> = Vec::new();
+    // Each row of labels holds the spans it has used; a label takes the first row it fits.
+    let mut rows: Vec<Vec<(f64, f64)>> = Vec::new();
     for m in marks {
         let x = s.x(m.x);
         let y = s.y(usd(m.spent));
-        let row = (0..).find(|r| rows.get(*r).is_none_or(|xs: &Vec<f64>| xs.iter().all(|px| (px - x).abs() > 44.0))).unwrap_or(0);
+        // Near the right edge the label goes left of its line, clear of the limit's.
+        let (tx, anchor) = if x > pr - 48.0 { (x - 3.0, "end") } else { (x + 3.0, "start") };
+        let width = m.label.chars().count() as f64 * 6.6;
+        let span = if anchor == "end" { (tx - width - 3.0, tx + 3.0) } else { (tx - 3.0, tx + width + 3.0) };
+        let fits = |used: &Vec<(f64, f64)>| used.iter().all(|(a, b)| span.1 <= *a || span.0 >= *b);
+        let row = (0..).find(|r| rows.get(*r).is_none_or(fits)).unwrap_or(0);
         if rows.len() <= row {
             rows.resize(row + 1, Vec::new());
         }
-        rows[row].push(x);
+        rows[row].push(span);
         let ly = pt + 12.0 + row as f64 * 14.0;
         let kind = m.kind.as_str();
         let symbol = match m.kind {
@@ -246,8 +252,6 @@ fn spend_chart(
             MarkerKind::Interrupt => format!(r#"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8"/>"#, x - 4.0, y - 4.0),
             MarkerKind::Resume => format!(r#"<path d="M{x:.1} {:.1} l5 5 l-5 5 l-5 -5 z"/>"#, y - 5.0),
         };
-        // Near the right edge the label goes left of its line, clear of the limit's.
-        let (tx, anchor) = if x > pr - 48.0 { (x - 3.0, "end") } else { (x + 3.0, "start") };
         let _ = writeln!(
             o,
             r#"<g class="marker {kind}" data-kind="{kind}"><title>{}</title><line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{pb}"/>{symbol}<text x="{tx:.1}" y="{ly:.1}" text-anchor="{anchor}">{}</text></g>"#,

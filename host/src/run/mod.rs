@@ -410,7 +410,7 @@ pub async fn run_agent(mut config: RunConfig, stop: Arc<StopSignal>) -> Result<R
     });
     store.set_epoch_deadline(1);
 
-    console.progress.start(&store.data().ledger().state(), fuel_before, cfg.resume.as_ref().map(|r| r.checkpoint.cycle).unwrap_or(0));
+    console.progress.start(&store.data().ledger().state(), fuel_before, cfg.resume.as_ref().map(|r| r.checkpoint.cycle).unwrap_or(0), &console.prefix);
     let mut ck = Checkpointer { agent: PluginRef { path: cfg.agent.clone(), sha256: plugin.sha256.clone() }, snapshot: Vec::new(), last: None };
     let mut outcome = drive(&agent_pre, &mut store, &mut ck).await;
     outcome.fuel_used = fuel_used(&store);
