@@ -657,7 +657,7 @@ impl Run {
             }
         }
         if t.limit_nanos == 0 {
-            t.limit_nanos = self.calls.iter().filter_map(|c| c.limit_nanos).last().unwrap_or(0);
+            t.limit_nanos = self.calls.iter().rev().find_map(|c| c.limit_nanos).unwrap_or(0);
         }
         match self.segments.last().and_then(|s| s.end.as_ref()) {
             Some(e) => {
