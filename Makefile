@@ -3,7 +3,9 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-HOST := target/debug/host
+# Honour CARGO_TARGET_DIR, as cargo does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+HOST := $(TARGET_DIR)/debug/host
 RUST_AGENTS := essay-agent chaos-agent
 # Hooks build in their own cargo run: guest-sdk's `hook` feature must not unify with `agent`.
 RUST_HOOKS := budget-monitor chaos-hook
@@ -32,7 +34,7 @@ rust-plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_AGENTS))
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_HOOKS))
 	@for p in $(RUST_AGENTS) $(RUST_HOOKS); do \
-	  cp target/$(WASM_TARGET)/release/$$(echo $$p | tr - _).wasm plugins/$$p/$$p.wasm; \
+	  cp $(TARGET_DIR)/$(WASM_TARGET)/release/$$(echo $$p | tr - _).wasm plugins/$$p/$$p.wasm; \
 	  echo "built plugins/$$p/$$p.wasm"; \
 	done
 
