@@ -20,7 +20,10 @@ const DECODE_TOKENS: u32 = 64;
 /// The prompt of ../shared/fixtures/openai-compatible/request-length.json (36 tokens with
 /// the default system prompt); greedy decoding runs well past 65 tokens on it.
 fn prompt() -> Vec<ChatMessage> {
-    vec![ChatMessage::new(Role::User, "Explain machine learning in detail.")]
+    vec![ChatMessage::new(
+        Role::User,
+        "Explain machine learning in detail.",
+    )]
 }
 
 fn greedy(max_tokens: u32) -> GenOptions {
@@ -33,8 +36,13 @@ fn greedy(max_tokens: u32) -> GenOptions {
 
 fn load(opts: LoadOptions) -> LocalModel {
     let path = default_model_path();
-    LocalModel::load_with(&path, &opts)
-        .unwrap_or_else(|e| panic!("cannot load {}: {e}\n{}", path.display(), how_to_get_model()))
+    LocalModel::load_with(&path, &opts).unwrap_or_else(|e| {
+        panic!(
+            "cannot load {}: {e}\n{}",
+            path.display(),
+            how_to_get_model()
+        )
+    })
 }
 
 /// Time of 64 decode steps: a 65-token call minus a 1-token call (same prompt).
@@ -46,7 +54,11 @@ fn decode_time(m: &LocalModel) -> Duration {
     let g = m.generate(&prompt(), &greedy(DECODE_TOKENS + 1)).unwrap();
     let full = t.elapsed();
     assert_eq!(one.completion_tokens, 1);
-    assert_eq!(g.completion_tokens, DECODE_TOKENS + 1, "the model stopped early");
+    assert_eq!(
+        g.completion_tokens,
+        DECODE_TOKENS + 1,
+        "the model stopped early"
+    );
     full.saturating_sub(prefill)
 }
 
@@ -61,7 +73,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn summary(label: &str, opts: LoadOptions, runs: usize) {
-    let loads: Vec<f64> = (0..3).map(|_| load(opts).info().load_time.as_secs_f64()).collect();
+    let loads: Vec<f64> = (0..3)
+        .map(|_| load(opts).info().load_time.as_secs_f64())
+        .collect();
     let m = load(opts);
     m.generate(&prompt(), &greedy(8)).unwrap(); // warm up the pool and caches
     let decode: Vec<f64> = (0..runs)
@@ -92,7 +106,13 @@ fn main() {
     );
     summary("llm-local (simd kernels)", LoadOptions::default(), 9);
     if std::env::var_os("LLM_LOCAL_BENCH_SKIP_STOCK").is_none() {
-        summary("candle stock kernels  ", LoadOptions { simd_kernels: false }, 3);
+        summary(
+            "candle stock kernels  ",
+            LoadOptions {
+                simd_kernels: false,
+            },
+            3,
+        );
     }
 
     let mut c = Criterion::default()

@@ -5,7 +5,11 @@ use llm_local::{default_model_path, ChatMessage, GenOptions, LocalModel, Role};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut opts = GenOptions { max_tokens: 128, temperature: 0.0, seed: 0 };
+    let mut opts = GenOptions {
+        max_tokens: 128,
+        temperature: 0.0,
+        seed: 0,
+    };
     let mut messages = Vec::new();
     let mut user = None;
     while let Some(a) = args.next() {
@@ -18,7 +22,10 @@ fn main() {
             _ => user = Some(a),
         }
     }
-    messages.push(ChatMessage::new(Role::User, user.unwrap_or_else(|| "Say hello.".into())));
+    messages.push(ChatMessage::new(
+        Role::User,
+        user.unwrap_or_else(|| "Say hello.".into()),
+    ));
     let model = match LocalModel::load(&default_model_path()) {
         Ok(m) => m,
         Err(e) => {

@@ -204,7 +204,11 @@ pub fn vec_dot_q4_1_scalar(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
 pub fn vec_dot_q8_0_scalar(xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
     let mut sumf = 0f32;
     for (x, y) in xs.iter().zip(ys) {
-        let sumi: i32 = x.qs.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+        let sumi: i32 =
+            x.qs.iter()
+                .zip(&y.qs)
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum();
         sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
     }
     sumf
@@ -281,11 +285,8 @@ mod avx2 {
                 );
                 // u8 x i8 pairs -> i16 (at most 2*15*127, no saturation) -> i32 -> f32.
                 let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_broadcastss_ps(prod),
-                    _mm256_cvtepi32_ps(dot),
-                    acc[r],
-                );
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(dot), acc[r]);
             }
         }
         let mut out = [0f32; R];
@@ -316,7 +317,9 @@ mod avx2 {
                 let xb = w.wrapping_add(r * nb + i) as *const u8;
                 if PREFETCH {
                     _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((r + AHEAD) * nb + i) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>((w.wrapping_add((r + AHEAD) * nb + i) as *const i8).wrapping_add(32));
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        (w.wrapping_add((r + AHEAD) * nb + i) as *const i8).wrapping_add(32),
+                    );
                 }
                 let d_x = _mm_cvtsi32_si128(u16::from_le_bytes(*(xb as *const [u8; 2])) as i32);
                 let d = _mm_mul_ss(_mm_cvtph_ps(d_x), d_y);
@@ -373,7 +376,8 @@ pub fn matmul(
     let dst_addr = dst.as_mut_ptr() as usize;
     // SAFETY (for the writes below): (r, c) with r < m, c < n is written by exactly one
     // work item; ranges handed out by the pool are disjoint.
-    let put = move |r: usize, c: usize, v: f32| unsafe { *(dst_addr as *mut f32).add(r * n + c) = v };
+    let put =
+        move |r: usize, c: usize, v: f32| unsafe { *(dst_addr as *mut f32).add(r * n + c) = v };
     // Chunks of whole groups of four rows keep the 4-row kernel busy.
     let chunk = (n / (pool.threads() * 8)).clamp(4, 256) & !3;
     match w {
@@ -394,7 +398,12 @@ pub fn matmul(
                             {
                                 // SAFETY: features checked; rows c..c+4 exist (c + 4 <= n).
                                 let v = unsafe {
-                                    avx2::dot_q4_1::<4>(wb[c * nb..].as_ptr(), nb, y.as_ptr(), s.as_ptr())
+                                    avx2::dot_q4_1::<4>(
+                                        wb[c * nb..].as_ptr(),
+                                        nb,
+                                        y.as_ptr(),
+                                        s.as_ptr(),
+                                    )
                                 };
                                 for (j, v) in v.into_iter().enumerate() {
                                     put(r, c + j, v);
@@ -405,7 +414,9 @@ pub fn matmul(
                             #[cfg(target_arch = "x86_64")]
                             let v = if simd {
                                 // SAFETY: features checked; one row of nb blocks.
-                                unsafe { avx2::dot_q4_1::<1>(row.as_ptr(), nb, y.as_ptr(), s.as_ptr())[0] }
+                                unsafe {
+                                    avx2::dot_q4_1::<1>(row.as_ptr(), nb, y.as_ptr(), s.as_ptr())[0]
+                                }
                             } else {
                                 vec_dot_q4_1_scalar(row, y)
                             };
@@ -436,7 +447,12 @@ pub fn matmul(
                             {
                                 // SAFETY: features checked; rows c..c+4 exist.
                                 let v = unsafe {
-                                    avx2::dot_q8_0::<4>(wb[c * nb..].as_ptr(), nb, y.as_ptr(), d.as_ptr())
+                                    avx2::dot_q8_0::<4>(
+                                        wb[c * nb..].as_ptr(),
+                                        nb,
+                                        y.as_ptr(),
+                                        d.as_ptr(),
+                                    )
                                 };
                                 for (j, v) in v.into_iter().enumerate() {
                                     put(r, c + j, v);
@@ -447,7 +463,9 @@ pub fn matmul(
                             #[cfg(target_arch = "x86_64")]
                             let v = if simd {
                                 // SAFETY: features checked; one row of nb blocks.
-                                unsafe { avx2::dot_q8_0::<1>(row.as_ptr(), nb, y.as_ptr(), d.as_ptr())[0] }
+                                unsafe {
+                                    avx2::dot_q8_0::<1>(row.as_ptr(), nb, y.as_ptr(), d.as_ptr())[0]
+                                }
                             } else {
                                 vec_dot_q8_0_scalar(row, y)
                             };
@@ -510,7 +528,8 @@ mod tests {
             let ysc: Vec<[f32; 2]> = ys.iter().map(|y| [y.d.to_f32(), y.s.to_f32()]).collect();
             #[cfg(target_arch = "x86_64")]
             {
-                let four = unsafe { avx2::dot_q4_1::<4>(w.as_ptr(), nb, ys.as_ptr(), ysc.as_ptr()) };
+                let four =
+                    unsafe { avx2::dot_q4_1::<4>(w.as_ptr(), nb, ys.as_ptr(), ysc.as_ptr()) };
                 for r in 0..4 {
                     let reference = vec_dot_q4_1_scalar(&w[r * nb..(r + 1) * nb], &ys);
                     let one = unsafe {
@@ -518,7 +537,11 @@ mod tests {
                     };
                     // Same integer sums; only the order of f32 additions differs.
                     let tol = 1e-5 * (1.0 + reference.abs()) * nb as f32;
-                    assert!((four[r] - reference).abs() <= tol, "nb {nb} row {r}: {} vs {reference}", four[r]);
+                    assert!(
+                        (four[r] - reference).abs() <= tol,
+                        "nb {nb} row {r}: {} vs {reference}",
+                        four[r]
+                    );
                     assert_eq!(one, four[r]);
                 }
             }
@@ -543,7 +566,11 @@ mod tests {
                 for r in 0..4 {
                     let reference = vec_dot_q8_0_scalar(&w[r * nb..(r + 1) * nb], &ys);
                     let tol = 1e-5 * (1.0 + reference.abs()) * nb as f32;
-                    assert!((four[r] - reference).abs() <= tol, "nb {nb} row {r}: {} vs {reference}", four[r]);
+                    assert!(
+                        (four[r] - reference).abs() <= tol,
+                        "nb {nb} row {r}: {} vs {reference}",
+                        four[r]
+                    );
                 }
             }
         }
@@ -587,7 +614,13 @@ mod tests {
             for m in [1usize, 5] {
                 let xs = rng.vec(m * k, 2.0);
                 let x = Tensor::from_vec(xs.clone(), (m, k), &Device::Cpu).unwrap();
-                let want: Vec<f32> = stock.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let want: Vec<f32> = stock
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
                 let mut simd = vec![0f32; m * n];
                 let mut scalar = vec![0f32; m * n];
                 let w2 = match &w {
@@ -604,8 +637,18 @@ mod tests {
                 // f32, so allow quantization noise, far below the values' spread.
                 let spread = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 for i in 0..m * n {
-                    assert!((want[i] - simd[i]).abs() <= 0.02 * spread, "{dtype:?} m {m} [{i}]: candle {} simd {}", want[i], simd[i]);
-                    assert!((scalar[i] - simd[i]).abs() <= 1e-4 * (1.0 + scalar[i].abs()), "{dtype:?} m {m} [{i}]: scalar {} simd {}", scalar[i], simd[i]);
+                    assert!(
+                        (want[i] - simd[i]).abs() <= 0.02 * spread,
+                        "{dtype:?} m {m} [{i}]: candle {} simd {}",
+                        want[i],
+                        simd[i]
+                    );
+                    assert!(
+                        (scalar[i] - simd[i]).abs() <= 1e-4 * (1.0 + scalar[i].abs()),
+                        "{dtype:?} m {m} [{i}]: scalar {} simd {}",
+                        scalar[i],
+                        simd[i]
+                    );
                 }
             }
         }
@@ -615,8 +658,24 @@ mod tests {
     fn bad_sizes_are_errors() {
         let pool = Pool::new(1);
         let mut dst = vec![0f32; 1];
-        assert!(matmul(QWeights::Q4_1(&[]), (1, 33, 1), &[0.0; 33], &mut dst, &pool, true).is_err());
-        assert!(matmul(QWeights::Q8_0(&[]), (1, 32, 1), &[0.0; 32], &mut dst, &pool, true).is_err());
+        assert!(matmul(
+            QWeights::Q4_1(&[]),
+            (1, 33, 1),
+            &[0.0; 33],
+            &mut dst,
+            &pool,
+            true
+        )
+        .is_err());
+        assert!(matmul(
+            QWeights::Q8_0(&[]),
+            (1, 32, 1),
+            &[0.0; 32],
+            &mut dst,
+            &pool,
+            true
+        )
+        .is_err());
         assert!(BlockQ4_1::parse(&[0; 21]).is_none());
     }
 }

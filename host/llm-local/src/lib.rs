@@ -7,7 +7,8 @@
 //! gives the same prompt token count as llama.cpp. Inference uses candle to read the
 //! GGUF, with AVX2 kernels of our own ([`kernels`]) and a forward pass over plain buffers;
 //! each [`LocalModel::generate`] call owns its KV cache, so concurrent calls are safe.
-//! Threads: [`pool`] (`LLM_LOCAL_THREADS`, default one per CPU).
+//! Threads: [`pool`] (`LLM_LOCAL_THREADS`, default 1 per generation; concurrent
+//! generations run in parallel on their callers' threads).
 
 pub mod kernels;
 pub mod pool;
@@ -244,10 +245,15 @@ impl LocalModel {
             }
         })?;
         let meta_str = |key: &str| -> Option<&str> {
-            ct.metadata.get(key).and_then(|v| v.to_string().ok()).map(String::as_str)
+            ct.metadata
+                .get(key)
+                .and_then(|v| v.to_string().ok())
+                .map(String::as_str)
         };
         let arch = meta_str("general.architecture")
-            .ok_or_else(|| LocalError::InvalidModel("metadata general.architecture is missing".into()))?
+            .ok_or_else(|| {
+                LocalError::InvalidModel("metadata general.architecture is missing".into())
+            })?
             .to_string();
         if arch != "llama" {
             return Err(LocalError::UnsupportedArchitecture(arch));
@@ -255,7 +261,8 @@ impl LocalModel {
         // Every tensor must lie inside the file before anything is built from it.
         for (name, info) in &ct.tensor_infos {
             let elems = info.shape.elem_count() as u64;
-            let size = elems / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
+            let size =
+                elems / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
             let end = ct.tensor_data_offset + info.offset + size;
             if end > data.len() as u64 {
                 return Err(truncated(format!(
@@ -274,7 +281,11 @@ impl LocalModel {
         })?;
         let meta_u32 = |key: &str| ct.metadata.get(key).and_then(|v| v.to_u32().ok());
         let eos = meta_u32("tokenizer.ggml.eos_token_id");
-        let add_bos = match ct.metadata.get("tokenizer.ggml.add_bos_token").map(|v| v.to_bool()) {
+        let add_bos = match ct
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .map(|v| v.to_bool())
+        {
             Some(Ok(true)) => Some(meta_u32("tokenizer.ggml.bos_token_id").ok_or_else(|| {
                 LocalError::InvalidModel("add_bos_token is set but bos_token_id is missing".into())
             })?),
@@ -343,7 +354,9 @@ impl LocalModel {
     /// The rendered prompt, as text (for logs and debugging).
     pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String, LocalError> {
         if messages.is_empty() {
-            return Err(LocalError::InvalidRequest("messages must not be empty".into()));
+            return Err(LocalError::InvalidRequest(
+                "messages must not be empty".into(),
+            ));
         }
         Ok(self.template.render(messages))
     }
@@ -438,7 +451,9 @@ fn load_tokenizer(ct: &gguf_file::Content) -> Result<Tokenizer, LocalError> {
         Some(v) => v
             .to_vec()
             .and_then(|a| a.iter().map(|t| t.to_i32()).collect())
-            .map_err(|e| LocalError::InvalidModel(format!("metadata tokenizer.ggml.token_type: {e}")))?,
+            .map_err(|e| {
+                LocalError::InvalidModel(format!("metadata tokenizer.ggml.token_type: {e}"))
+            })?,
     };
     Tokenizer::new(tokens, types, &merges, pre).map_err(LocalError::InvalidModel)
 }

@@ -170,7 +170,9 @@ impl TensorSource<'_> {
         let elems: usize = dims.iter().product();
         let blk = info.ggml_dtype.block_size();
         if elems % blk != 0 {
-            return Err(format!("tensor {name}: {elems} elements are not whole blocks"));
+            return Err(format!(
+                "tensor {name}: {elems} elements are not whole blocks"
+            ));
         }
         let size = elems / blk * info.ggml_dtype.type_size();
         let start = (self.ct.tensor_data_offset + info.offset) as usize;
@@ -190,7 +192,9 @@ impl TensorSource<'_> {
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let (bytes, dtype, dims) = self.raw(name)?;
         if dims != [len] {
-            return Err(format!("tensor {name} has shape {dims:?}, expected [{len}]"));
+            return Err(format!(
+                "tensor {name} has shape {dims:?}, expected [{len}]"
+            ));
         }
         Self::qtensor(name, bytes, dtype, dims)?
             .dequantize(&Device::Cpu)
@@ -206,7 +210,9 @@ impl TensorSource<'_> {
         for (name, &r) in names.iter().zip(rows) {
             let (b, t, dims) = self.raw(name)?;
             if dims != [r, k] {
-                return Err(format!("tensor {name} has shape {dims:?}, expected [{r}, {k}]"));
+                return Err(format!(
+                    "tensor {name} has shape {dims:?}, expected [{r}, {k}]"
+                ));
             }
             if *dtype.get_or_insert(t) != t {
                 return Err(format!("tensor {name} is {t:?}, unlike {}", names[0]));
@@ -256,7 +262,11 @@ impl Weights {
         let (bytes, dtype, dims) = src.raw("token_embd.weight")?;
         let vocab = match dims[..] {
             [v, w] if w == e => v,
-            _ => return Err(format!("token_embd.weight has shape {dims:?}, width {e} expected")),
+            _ => {
+                return Err(format!(
+                    "token_embd.weight has shape {dims:?}, width {e} expected"
+                ))
+            }
         };
         let embed = TensorSource::qtensor("token_embd.weight", bytes, dtype, dims)?;
         // Models with tied embeddings (SmolLM2) have no output.weight.
@@ -300,8 +310,12 @@ impl Weights {
         let kv = self.cfg.n_kv_head * self.cfg.head_dim;
         let capacity = capacity.min(self.cfg.context_length);
         Cache {
-            k: (0..self.cfg.n_layer).map(|_| Vec::with_capacity(capacity * kv)).collect(),
-            v: (0..self.cfg.n_layer).map(|_| Vec::with_capacity(capacity * kv)).collect(),
+            k: (0..self.cfg.n_layer)
+                .map(|_| Vec::with_capacity(capacity * kv))
+                .collect(),
+            v: (0..self.cfg.n_layer)
+                .map(|_| Vec::with_capacity(capacity * kv))
+                .collect(),
             pos: 0,
             buf: Buffers::default(),
         }
@@ -321,7 +335,10 @@ impl Weights {
             ));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(format!("token id {bad} is outside the vocabulary of {}", self.vocab));
+            return Err(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab
+            ));
         }
         let (e, hd) = (cfg.n_embd, cfg.head_dim);
         let kv = cfg.n_kv_head * hd;
@@ -344,7 +361,16 @@ impl Weights {
                 cache.k[l].extend_from_slice(k);
                 cache.v[l].extend_from_slice(v);
             }
-            attention(cfg, &b.qkv, seq, pos, &cache.k[l], &cache.v[l], &mut b.attn, pool);
+            attention(
+                cfg,
+                &b.qkv,
+                seq,
+                pos,
+                &cache.k[l],
+                &cache.v[l],
+                &mut b.attn,
+                pool,
+            );
             layer.wo.forward(&b.attn, seq, &mut b.o, pool)?;
             add(&mut b.x, &b.o);
             rms_norm(&b.x, &layer.ffn_norm, cfg.rms_eps, &mut b.h);
@@ -457,7 +483,15 @@ fn attention(
             let o = unsafe {
                 std::slice::from_raw_parts_mut((out_addr as *mut f32).add(i * e + h * hd), hd)
             };
-            let head = Head { q, k, v, stride: kv, offset: kvh, len, scale };
+            let head = Head {
+                q,
+                k,
+                v,
+                stride: kv,
+                offset: kvh,
+                len,
+                scale,
+            };
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: avx2 and fma were detected.
@@ -495,9 +529,10 @@ impl Head<'_> {
     fn attend(&self, scores: &mut Vec<f32>, o: &mut [f32]) {
         let hd = self.q.len();
         scores.clear();
-        scores.extend((0..self.len).map(|j| {
-            dot(self.q, &self.k[j * self.stride + self.offset..][..hd]) * self.scale
-        }));
+        scores.extend(
+            (0..self.len)
+                .map(|j| dot(self.q, &self.k[j * self.stride + self.offset..][..hd]) * self.scale),
+        );
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut sum = 0.0;
         for s in scores.iter_mut() {
@@ -526,7 +561,12 @@ impl Head<'_> {
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     let mut acc = [0f32; 8];
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
@@ -573,9 +613,20 @@ mod tests {
             rms_eps: 1e-5,
             rope_base: 10_000.0,
         };
-        let qkv = vec![1.0, 2.0, 3.0, 4.0, /* k */ 0.5, 0.5, /* v */ 7.0, -1.0];
+        let qkv = vec![
+            1.0, 2.0, 3.0, 4.0, /* k */ 0.5, 0.5, /* v */ 7.0, -1.0,
+        ];
         let mut out = Vec::new();
-        attention(&cfg, &qkv, 1, 0, &qkv[4..6], &qkv[6..8], &mut out, &Pool::new(1));
+        attention(
+            &cfg,
+            &qkv,
+            1,
+            0,
+            &qkv[4..6],
+            &qkv[6..8],
+            &mut out,
+            &Pool::new(1),
+        );
         assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
     }
 }

@@ -8,12 +8,18 @@
 //! helpers that wake in time take chunks too, and the caller waits only for helpers
 //! that are inside a chunk. When another generation already uses the helpers, a call
 //! simply runs inline, which is the right split for two concurrent agents on two cores.
+//!
+//! The default is nevertheless one thread (no helpers): on this 2-core machine, always
+//! shared with builds and wasm guests, one thread decoded at 39-50 tok/s where two did
+//! 27-32 (same minutes, load average 2-5), because a helper preempted inside a chunk holds
+//! up the caller. Set `LLM_LOCAL_THREADS` to use more where cores are really free; without
+//! helpers, concurrent generations still run in parallel on their callers' threads.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
-/// Environment variable: number of threads for inference (caller included).
+/// Environment variable: number of threads for one generation (caller included); default 1.
 pub const THREADS_ENV: &str = "LLM_LOCAL_THREADS";
 
 const OPEN: usize = 1 << (usize::BITS - 1);
@@ -59,7 +65,7 @@ pub struct Pool {
     busy: Mutex<()>,
 }
 
-/// The process-wide pool: `LLM_LOCAL_THREADS` threads if set, else one per CPU.
+/// The process-wide pool: `LLM_LOCAL_THREADS` threads if set, else 1 (see the module doc).
 pub fn global() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -67,7 +73,7 @@ pub fn global() -> &'static Pool {
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            .unwrap_or(1);
         Pool::new(threads)
     })
 }
@@ -138,7 +144,7 @@ impl Pool {
         let mut spins = 0u32;
         while sh.state.load(Ordering::SeqCst) != 0 {
             spins += 1;
-            if spins < 2_000 {
+            if spins < 20_000 {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -231,7 +237,10 @@ mod tests {
                     hits[i].fetch_add(1, Ordering::Relaxed);
                 }
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
         }
     }
 

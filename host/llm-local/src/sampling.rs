@@ -109,7 +109,9 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32) * 0.05).collect();
         let draw = |seed| {
             let mut rng = Rng::new(seed);
-            (0..50).map(|_| sample(&logits, 1.0, &mut rng)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| sample(&logits, 1.0, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));

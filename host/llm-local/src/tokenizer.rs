@@ -339,7 +339,9 @@ mod tests {
     }
 
     fn texts(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
-        ids.iter().map(|&i| t.token_text(i).unwrap().to_string()).collect()
+        ids.iter()
+            .map(|&i| t.token_text(i).unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -348,7 +350,10 @@ mod tests {
         let t = toy();
         // "12" would merge by the "1 2" rule if digits were not split first.
         assert_eq!(texts(&t, &t.encode("12")), vec!["1", "2"]);
-        assert_eq!(t.pre_tokenize("in 2024!"), vec!["in", " ", "2", "0", "2", "4", "!"]);
+        assert_eq!(
+            t.pre_tokenize("in 2024!"),
+            vec!["in", " ", "2", "0", "2", "4", "!"]
+        );
     }
 
     #[test]
@@ -385,7 +390,12 @@ mod tests {
     #[test]
     fn byte_level_round_trip() {
         let t = toy();
-        for s in ["hello world", "naïve café ☕ 123\t\r\n  x", "\u{0}\u{7f}é", ""] {
+        for s in [
+            "hello world",
+            "naïve café ☕ 123\t\r\n  x",
+            "\u{0}\u{7f}é",
+            "",
+        ] {
             assert_eq!(t.decode(&t.encode(s)), s, "round trip of {s:?}");
         }
         // Every byte maps to a distinct printable character.

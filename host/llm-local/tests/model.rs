@@ -21,7 +21,11 @@ fn model() -> Arc<LocalModel> {
             let path = default_model_path();
             match LocalModel::load(&path) {
                 Ok(m) => Arc::new(m),
-                Err(e) => panic!("cannot load {}: {e}\n{}", path.display(), how_to_get_model()),
+                Err(e) => panic!(
+                    "cannot load {}: {e}\n{}",
+                    path.display(),
+                    how_to_get_model()
+                ),
             }
         })
         .clone()
@@ -38,7 +42,10 @@ fn basic() -> Vec<ChatMessage> {
 }
 
 fn length() -> Vec<ChatMessage> {
-    vec![ChatMessage::new(Role::User, "Explain machine learning in detail.")]
+    vec![ChatMessage::new(
+        Role::User,
+        "Explain machine learning in detail.",
+    )]
 }
 
 fn greedy(max_tokens: u32) -> GenOptions {
@@ -94,7 +101,11 @@ fn greedy_output_matches_llama_cpp() {
     // The first 14 tokens agree. The 15th is a near tie (" with" 25.23 vs " from" 25.22
     // in our logits), so llama.cpp's f16 KV cache and our f32 one may pick either.
     let prefix = "The rapid advancement of artificial intelligence (AI) has transformed the world,";
-    assert!(g.text.starts_with(prefix), "greedy text diverged early: {:?}", g.text);
+    assert!(
+        g.text.starts_with(prefix),
+        "greedy text diverged early: {:?}",
+        g.text
+    );
 }
 
 #[test]
@@ -158,7 +169,14 @@ fn concurrent_generations_are_independent() {
         .collect();
     for t in threads {
         let (i, g) = t.join().unwrap();
-        assert_eq!(g, if i % 2 == 0 { alone.clone() } else { other.clone() });
+        assert_eq!(
+            g,
+            if i % 2 == 0 {
+                alone.clone()
+            } else {
+                other.clone()
+            }
+        );
     }
 }
 
@@ -201,8 +219,13 @@ fn prompt_over_the_context_is_refused() {
 fn missing_file_says_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.gguf");
-    let err = LocalModel::load(&path).err().expect("missing file must fail");
-    assert!(matches!(&err, LocalError::ModelMissing { path: p } if p == &path), "{err:?}");
+    let err = LocalModel::load(&path)
+        .err()
+        .expect("missing file must fail");
+    assert!(
+        matches!(&err, LocalError::ModelMissing { path: p } if p == &path),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("make model"), "{err}");
 }
 
@@ -215,8 +238,13 @@ fn truncated_copies_are_reported() {
     for len in [real.len() / 2, real.len() - 1, 1000] {
         let path = dir.path().join(format!("cut-{len}.gguf"));
         std::fs::write(&path, &real[..len]).unwrap();
-        let err = LocalModel::load(&path).err().expect("truncated file must fail");
-        assert!(matches!(err, LocalError::Truncated { .. }), "len {len}: {err:?}");
+        let err = LocalModel::load(&path)
+            .err()
+            .expect("truncated file must fail");
+        assert!(
+            matches!(err, LocalError::Truncated { .. }),
+            "len {len}: {err:?}"
+        );
         assert!(err.to_string().contains("truncated"), "{err}");
     }
 }
@@ -246,7 +274,10 @@ fn write_mamba_gguf(path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
     gguf_file::write(
         &mut f,
-        &[("general.architecture", &arch), ("mamba.context_length", &ctx)],
+        &[
+            ("general.architecture", &arch),
+            ("mamba.context_length", &ctx),
+        ],
         &[("blk.0.ssm_conv1d.weight", &conv)],
     )
     .unwrap();
@@ -257,7 +288,9 @@ fn unsupported_architecture_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mamba.gguf");
     write_mamba_gguf(&path);
-    let err = LocalModel::load(&path).err().expect("mamba must be refused");
+    let err = LocalModel::load(&path)
+        .err()
+        .expect("mamba must be refused");
     assert!(
         matches!(&err, LocalError::UnsupportedArchitecture(a) if a == "mamba"),
         "{err:?}"
