@@ -68,7 +68,8 @@ polyglot-apt:
 # The stamp names the pinned version, so changing the pin reinstalls.
 $(POLYGLOT_VENV)/.componentize-py-$(COMPONENTIZE_PY_VERSION):
 	rm -f $(POLYGLOT_VENV)/.componentize-py-*
-	[ -x $(POLYGLOT_VENV)/bin/python ] || $(PYTHON) -m venv $(POLYGLOT_VENV)
+	# A venv cut short (no pip) is rebuilt rather than trusted.
+	[ -x $(POLYGLOT_VENV)/bin/pip ] || { rm -rf $(POLYGLOT_VENV) && $(PYTHON) -m venv $(POLYGLOT_VENV); }
 	$(POLYGLOT_VENV)/bin/python -m pip install --disable-pip-version-check -q \
 	  componentize-py==$(COMPONENTIZE_PY_VERSION)
 	$(COMPONENTIZE_PY) --version
