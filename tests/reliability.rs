@@ -538,3 +538,206 @@ fn resume_refuses_hostile_budgets() {
         refused(&r, "--budget", &format!("resume --budget {b}"));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Huge snapshots
+
+#[test]
+fn a_snapshot_over_the_cap_stops_the_run_keeping_the_previous_checkpoint() {
+    // The chaos agent's state grows to 64 MiB at cycle 3 (128 MiB as JSON).
+    // The cap is lowered to 16 MiB so the test needs no gigabyte: a 1 GB
+    // snapshot takes the same path against the default 256 MiB cap.
+    let dir = tempdir();
+    let mut c = host();
+    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", "big-snapshot:3"]);
+    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
+    c.args(["--budget", "1", "--json", "--memory-mb", "1024", "--max-snapshot-mb", "16", "--checkpoint-every", "1"]);
+    let r = run(&mut c);
+    r.assert_code(FAILURE);
+    let s = r.json();
+    let msg = stop_message(&s);
+    assert!(msg.contains("agent snapshot of") && msg.contains("over the limit of 16777216 bytes") && msg.contains("previous checkpoint is kept"), "{msg}");
+    assert_eq!(s["cycles"], 2, "cycle 3's state was not kept");
+    let ck = checkpoint_agrees(&s);
+    assert_eq!(ck["cycle"], 2);
+    assert!(n(&ck["agent_state_bytes"]) < 1 << 20, "the small state of cycle 2: {ck}");
+    books(dir.path(), &s, None);
+    // Every checkpoint on disk loads; the newest is cycle 2's.
+    let mut c = host();
+    c.arg("resume").arg("--latest").arg(dir.path()).args(["--max-cycles", "2", "--json"]);
+    let r = run(&mut c);
+    r.assert_code(0);
+    assert_eq!(r.json()["cycles"], 2);
+}
+
+/// Regression: wasmtime copies at most 128 MiB from a guest per call by
+/// default, so any snapshot over that trapped ("too much data is being
+/// copied") although the documented cap is 256 MiB.
+#[test]
+fn a_snapshot_over_128_mib_within_the_cap_is_kept() {
+    let dir = tempdir();
+    let mut c = host();
+    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", "big-snapshot:2"]);
+    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
+    c.args(["--budget", "1", "--json", "--memory-mb", "1024", "--max-cycles", "2"]);
+    let r = run(&mut c);
+    r.assert_code(0);
+    let s = r.json();
+    let ck = checkpoint_agrees(&s);
+    assert_eq!(ck["cycle"], 2);
+    assert!(n(&ck["agent_state_bytes"]) > 128 << 20, "{ck}");
+}
+
+#[test]
+fn snapshot_cap_flag_is_bounded() {
+    let dir = tempdir();
+    for bad in ["0", "257", "-1", "1e3"] {
+        let r = run(scripted_essay(dir.path()).args(["--budget", "1"]).arg(format!("--max-snapshot-mb={bad}")));
+        refused(&r, "--max-snapshot-mb", bad);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Plugin integrity
+
+fn sha256_file(p: &Path) -> String {
+    budget_host::engine::sha256_hex(&std::fs::read(p).unwrap())
+}
+
+/// Append a custom section: still a valid component, different bytes.
+fn tamper(p: &Path) {
+    let mut bytes = std::fs::read(p).unwrap();
+    bytes.extend_from_slice(b"\x00\x05\x04evil");
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// Artifacts in a compiled-artifact cache directory (none if it does not exist).
+fn cached(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn pinned_run(dir: &Path, agent: &Path, cache: &Path) -> std::process::Command {
+    let mut c = host();
+    c.env("BUDGET_HOST_CACHE", cache);
+    c.arg("run").arg(agent).arg("--checkpoint-dir").arg(dir.join("ck"));
+    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
+    c.args(["--budget", "1", "--max-cycles", "1", "--json"]);
+    c
+}
+
+#[test]
+fn expect_sha256_refuses_changed_bytes_before_compiling() {
+    let dir = tempdir();
+    let agent = dir.path().join("agent.wasm");
+    std::fs::copy(plugin("essay-agent"), &agent).unwrap();
+    let sha = sha256_file(&agent);
+
+    // The right hash (any case, with or without a `sha256:` prefix) runs; the agent gets compiled and cached.
+    let cache = dir.path().join("cache-ok");
+    for pin in [sha.clone(), sha.to_uppercase(), format!("sha256:{sha}")] {
+        run(pinned_run(dir.path(), &agent, &cache).args(["--expect-sha256", &pin])).assert_code(0);
+    }
+    assert_eq!(cached(&cache), 1);
+
+    // Changed bytes: refused, exit 2, nothing compiled or cached, no run started.
+    tamper(&agent);
+    std::fs::remove_dir_all(dir.path().join("ck")).unwrap();
+    let cache = dir.path().join("cache-refused");
+    let r = run(pinned_run(dir.path(), &agent, &cache).args(["--expect-sha256", &sha]));
+    refused(&r, "nothing was compiled", "tampered");
+    assert!(r.stderr.contains(&sha) && r.stderr.contains(&sha256_file(&agent)) && r.stderr.contains("--expect-sha256"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(cached(&cache), 0, "compiled anyway");
+    assert!(!dir.path().join("ck/budget_monitoring.jsonl").exists(), "the run started");
+
+    // Bytes Cranelift would reject: the pin is checked first, so the refusal is the pin's.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x0d\0\x01\0 definitely not a component").unwrap();
+    let r = run(pinned_run(dir.path(), &junk, &cache).args(["--expect-sha256", &sha]));
+    refused(&r, "nothing was compiled", "junk with a pin");
+    let r = run(pinned_run(dir.path(), &junk, &cache).args(["--expect-sha256", &sha256_file(&junk)]));
+    refused(&r, "not a valid component", "junk with its own hash");
+
+    for bad in ["", "abc", "NaN", &sha[..63], &format!("{sha}0"), &sha.replace(|c: char| c.is_ascii_digit(), "z")] {
+        let r = run(pinned_run(dir.path(), &agent, &cache).args(["--expect-sha256", bad]));
+        refused(&r, "is not a sha256", &format!("--expect-sha256 {bad:?}"));
+    }
+}
+
+#[test]
+fn a_lock_file_pins_the_agent_and_every_hook() {
+    let dir = tempdir();
+    let p = dir.path().join("plugins");
+    std::fs::create_dir(&p).unwrap();
+    let (agent, hook, stray) = (p.join("agent.wasm"), p.join("monitor.wasm"), p.join("chaos-hook.wasm"));
+    std::fs::copy(plugin("essay-agent"), &agent).unwrap();
+    std::fs::copy(plugin("budget-monitor"), &hook).unwrap();
+    std::fs::copy(plugin("chaos-hook"), &stray).unwrap();
+    let lock = dir.path().join("host.lock");
+    let mut c = host();
+    c.arg("lock").arg(&agent).arg(&hook).arg("-o").arg(&lock);
+    run(&mut c).assert_code(0);
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let l: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(l["version"], 1);
+    assert_eq!(l["plugins"]["plugins/agent.wasm"], sha256_file(&agent), "{text}");
+    assert_eq!(l["plugins"]["plugins/monitor.wasm"], sha256_file(&hook), "{text}");
+
+    let cache = dir.path().join("cache");
+    let with = |hook: &Path| {
+        let mut c = pinned_run(dir.path(), &agent, &cache);
+        c.arg("--lock").arg(&lock).arg("--hook").arg(format!("{}=warn=0.5", hook.display()));
+        c
+    };
+    run(&mut with(&hook)).assert_code(0);
+
+    // A hook not in the lock, a changed hook, a changed agent: refused by name, exit 2.
+    let r = run(&mut with(&stray));
+    refused(&r, "not listed in lock file", "stray hook");
+    assert!(r.stderr.contains("chaos-hook.wasm"), "{}", r.stderr);
+    tamper(&hook);
+    let r = run(&mut with(&hook));
+    refused(&r, "nothing was compiled", "changed hook");
+    assert!(r.stderr.contains("monitor.wasm") && r.stderr.contains("host.lock"), "{}", r.stderr);
+    tamper(&agent);
+    let mut c = pinned_run(dir.path(), &agent, &cache);
+    let r = run(c.arg("--lock").arg(&lock));
+    refused(&r, "agent.wasm", "changed agent");
+
+    // A damaged lock file is refused, not ignored.
+    std::fs::write(&lock, &text[..text.len() / 2]).unwrap();
+    let mut c = pinned_run(dir.path(), &agent, &cache);
+    let r = run(c.arg("--lock").arg(&lock));
+    refused(&r, "lock file", "damaged lock");
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn host_lock_refuses_what_is_not_a_component() {
+    let dir = tempdir();
+    let text = dir.path().join("x.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    let mut c = host();
+    c.arg("lock").arg(&text).arg(dir.path().join("missing.wasm"));
+    let r = run(&mut c);
+    refused(&r, "not a WebAssembly file", "lock of a text file");
+}
+
+#[test]
+fn a_pinned_run_is_pinned_on_resume_too() {
+    let dir = tempdir();
+    let agent = dir.path().join("agent.wasm");
+    std::fs::copy(plugin("essay-agent"), &agent).unwrap();
+    let sha = sha256_file(&agent);
+    let cache = dir.path().join("cache");
+    let r = run(pinned_run(dir.path(), &agent, &cache).args(["--expect-sha256", &sha]));
+    r.assert_code(0);
+    let ck = r.json()["checkpoint"].as_str().unwrap().to_string();
+    tamper(&agent);
+    // --force overrides the checkpoint's own record of the agent, not the user's pin.
+    let mut c = host();
+    c.env("BUDGET_HOST_CACHE", &cache).args(["resume", &ck, "--force", "--max-cycles", "2"]);
+    let r = run(&mut c);
+    refused(&r, "--expect-sha256", "resume of a pinned run");
+    assert!(r.stderr.contains("nothing was compiled"), "{}", r.stderr);
+}

@@ -46,6 +46,8 @@ pub enum CheckpointError {
     FutureFormat { path: String, found: u32 },
     #[error("snapshot of {what} is {size} bytes, over the limit of {MAX_SNAPSHOT} bytes")]
     SnapshotTooLarge { what: String, size: usize },
+    #[error("checkpoint would be {size} bytes once decompressed, over the {MAX_DECOMPRESSED} bytes a checkpoint may hold; not written")]
+    Unreadable { size: u64 },
 }
 
 /// What produced the plugin: path and content hash.
@@ -141,6 +143,7 @@ impl Checkpoint {
         let trailer = Line::Trailer { sha256: hex::encode(Sha256::digest(&body)), lines: records.len() };
         serde_json::to_writer(&mut body, &trailer).expect("checkpoint records serialise");
         body.push(b'\n');
+        readable_size(body.len())?;
         let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 2), Compression::new(GZIP_LEVEL));
         gz.write_all(&body).expect("writing to memory");
         Ok(gz.finish().expect("writing to memory"))
@@ -233,6 +236,16 @@ impl Checkpoint {
         }
         Ok(Checkpoint { header, budget, cycle, agent_state, hook_states })
     }
+}
+
+/// A checkpoint the reader would refuse is never written: base64 makes each
+/// state 4/3 its size, so an agent and several hooks near their caps can add
+/// up past `MAX_DECOMPRESSED`. Refusing here keeps the previous checkpoint.
+fn readable_size(body: usize) -> Result<(), CheckpointError> {
+    if body as u64 > MAX_DECOMPRESSED {
+        return Err(CheckpointError::Unreadable { size: body as u64 });
+    }
+    Ok(())
 }
 
 /// Checkpoint files in `dir`, newest first (by the time and cycle in their names).
@@ -350,6 +363,18 @@ mod tests {
         assert!(msg(&reseal(&body.replace("\"spent\":55000000", "\"spent\":5000000"))).contains("inconsistent"));
         // Unknown fields are not silently dropped.
         assert!(msg(&reseal(&body.replace("\"reason\":", "\"extra\":1,\"reason\":"))).contains("header"));
+    }
+
+    /// Regression: an agent at the 256 MiB cap and four hooks at 128 MiB
+    /// (base64: 4/3 of each) made a file the reader refuses as too large.
+    #[test]
+    fn never_writes_what_it_would_refuse_to_read() {
+        let b64 = |n: u64| n.div_ceil(3) * 4;
+        let states = b64(MAX_SNAPSHOT as u64) + 4 * b64(128 << 20);
+        assert!(states > MAX_DECOMPRESSED, "the case is reachable");
+        assert!(readable_size(states as usize).unwrap_err().to_string().contains("not written"));
+        assert!(readable_size(MAX_DECOMPRESSED as usize).is_ok());
+        assert!(readable_size(MAX_DECOMPRESSED as usize + 1).is_err());
     }
 
     #[test]

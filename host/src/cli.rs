@@ -34,6 +34,15 @@ pub enum Command {
     },
     /// Print the cost breakdown of an audit log (a run, its resumes, several runs); --html writes a page with charts.
     Report(ReportArgs),
+    /// Write a lock file of the plugins' sha256, for `run --lock` (refuses any plugin whose bytes change).
+    Lock {
+        /// The plugin components (.wasm) to pin.
+        #[arg(required = true)]
+        plugins: Vec<PathBuf>,
+        /// Write the lock here (paths in it relative to its directory) instead of printing it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Compile a component ahead of time into the cache (tied to this host build and machine).
     Precompile {
         file: PathBuf,
@@ -190,6 +199,22 @@ pub struct RunArgs {
     #[arg(long, default_value = "10m")]
     #[serde(default = "default_lease")]
     pub lease: String,
+    /// Largest agent snapshot kept, in MiB (1..=256); a bigger one stops the run and the previous checkpoint is kept.
+    #[arg(long, value_name = "MIB", default_value_t = default_max_snapshot_mb(), value_parser = clap::value_parser!(u64).range(1..=default_max_snapshot_mb()))]
+    #[serde(default = "default_max_snapshot_mb")]
+    pub max_snapshot_mb: u64,
+    /// Refuse the agent unless its file's sha256 is this (64 hex digits); checked before compiling.
+    #[arg(long, value_name = "SHA256")]
+    #[serde(default)]
+    pub expect_sha256: Option<String>,
+    /// A lock file (`host lock`) giving the sha256 of every plugin the run may load; others are refused.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub lock: Option<PathBuf>,
+}
+
+const fn default_max_snapshot_mb() -> u64 {
+    (crate::checkpoint::MAX_SNAPSHOT >> 20) as u64
 }
 
 #[derive(Args, Debug)]
@@ -296,6 +321,8 @@ impl RunArgs {
         let budget_text = self.budget.as_deref().ok_or_else(|| BadInput("--budget is required (or --tier with a tier that sets one)".into()))?;
         let budget = parse_usd(budget_text).map_err(|e| BadInput(format!("--budget: {e}")))?;
         let agent = self.agent.clone().ok_or_else(|| BadInput("an agent .wasm is required".into()))?;
+        let integrity = crate::integrity::Integrity::new(&agent, self.expect_sha256.as_deref(), self.lock.as_deref())
+            .map_err(|e| BadInput(e.to_string()))?;
         let warn = parse_warn(&self.warn)?;
         if self.fuel == Some(0) {
             return Err(BadInput("--fuel must be at least 1".into()));
@@ -408,6 +435,8 @@ impl RunArgs {
             lease: parse_duration(&self.lease)?,
             agent_name: None,
             agent_ledger: None,
+            max_snapshot_bytes: (self.max_snapshot_mb.clamp(1, default_max_snapshot_mb()) << 20) as usize,
+            integrity,
         })
     }
 }

@@ -99,6 +99,7 @@ impl PluginFile {
 pub struct Compiler {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    integrity: crate::integrity::Integrity,
 }
 
 /// Where compiled artifacts live: `$BUDGET_HOST_CACHE`, else `$XDG_CACHE_HOME/budget-host`,
@@ -115,7 +116,14 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 impl Compiler {
     pub fn new(engine: Engine, cache_dir: Option<PathBuf>) -> Self {
-        Compiler { engine, cache_dir }
+        Compiler { engine, cache_dir, integrity: Default::default() }
+    }
+
+    /// Refuse plugins whose bytes lack the expected sha256 (`--expect-sha256`,
+    /// `--lock`): checked in `load` before the cache or Cranelift sees them.
+    pub fn with_integrity(mut self, integrity: crate::integrity::Integrity) -> Self {
+        self.integrity = integrity;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -134,6 +142,7 @@ impl Compiler {
 
     /// Compile (or load from cache) and return the component and whether the cache hit.
     pub fn load(&self, plugin: &PluginFile) -> Result<(Component, bool)> {
+        self.integrity.check(&plugin.path, &plugin.sha256)?;
         let path = self.artifact_path(&plugin.sha256);
         if let Some(p) = &path {
             if let Some(c) = self.load_cached(p) {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod durable;
 pub mod engine;
 pub mod hooks;
+pub mod integrity;
 pub mod pool;
 pub mod interrupt;
 pub mod llm;

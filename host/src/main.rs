@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             budget_host::report::command(&args.log, args.json, args.html.as_deref(), args.run.as_deref())?;
             Ok(exit::COMPLETED)
         }
+        Command::Lock { plugins, output } => lock(&plugins, output.as_deref()),
         Command::Precompile { file, output } => {
             let plugin = PluginFile::read(&file).map_err(BadInput::from)?;
             let compiler = Compiler::new(engine::new_engine()?, engine::default_cache_dir());
@@ -124,6 +125,27 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::COMPLETED)
         }
     }
+}
+
+/// `host lock`: hash each plugin (each must be a component) into a lock file.
+fn lock(plugins: &[std::path::PathBuf], output: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    use budget_host::integrity;
+    let mut pinned = Vec::new();
+    for p in plugins {
+        let plugin = PluginFile::read(p).map_err(BadInput::from)?;
+        pinned.push((plugin.path, plugin.sha256));
+    }
+    let out = output.map(std::path::Path::to_path_buf).unwrap_or_else(|| std::path::PathBuf::from("host.lock"));
+    let text = serde_json::to_string_pretty(&integrity::lock_for(&out, &pinned))? + "\n";
+    match output {
+        Some(o) => {
+            engine::write_atomic(o, text.as_bytes())
+                .map_err(|e| integrity::IntegrityError::WriteLock { path: o.display().to_string(), detail: format!("{e:#}") })?;
+            eprintln!("wrote {} ({} plugin{})", o.display(), pinned.len(), if pinned.len() == 1 { "" } else { "s" });
+        }
+        None => print!("{text}"),
+    }
+    Ok(exit::COMPLETED)
 }
 
 async fn finish_run(config: budget_host::run::RunConfig, stop: Arc<StopSignal>) -> anyhow::Result<i32> {

@@ -77,6 +77,10 @@ pub struct RunConfig {
     pub agent_name: Option<String>,
     /// The agent's ledger, owned by a team that may raise its limit (unused shares).
     pub agent_ledger: Option<Arc<Mutex<Ledger>>>,
+    /// Largest agent snapshot kept (`--max-snapshot-mb`, at most `checkpoint::MAX_SNAPSHOT`).
+    pub max_snapshot_bytes: usize,
+    /// The sha256 every plugin must have (`--expect-sha256`, `--lock`), checked before compiling.
+    pub integrity: crate::integrity::Integrity,
 }
 
 pub struct Resume {
@@ -250,6 +254,11 @@ fn fuel_used(store: &Store<HostState>) -> u64 {
     s.fuel_before + s.fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0))
 }
 
+/// wasmtime's message when a guest hands the host more data than the store's hostcall fuel.
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+/// Bytes a snapshot may be copied beyond the cap, so one just over it gets an exact size.
+const SNAPSHOT_SLACK: usize = 1 << 20;
+
 /// Why a trapped call stopped.
 fn classify_trap(e: &wasmtime::Error, store: &Store<HostState>, what: &str) -> Interrupt {
     let s = store.data();
@@ -279,6 +288,8 @@ fn classify_trap(e: &wasmtime::Error, store: &Store<HostState>, what: &str) -> I
                     Mode::Immediate,
                     format!("agent exceeded its memory limit of {} MiB in {what}", s.shared.config.memory_bytes >> 20),
                 )
+            } else if text.contains(HOSTCALL_FUEL_EXHAUSTED) {
+                Interrupt::new(Source::Error, Mode::Immediate, format!("agent passed the host more data than allowed in {what}"))
             } else {
                 Interrupt::new(Source::Error, Mode::Immediate, format!("agent trapped in {what}: {}", text.lines().next().unwrap_or("")))
             }
@@ -317,7 +328,7 @@ pub async fn run_agent(mut config: RunConfig, stop: Arc<StopSignal>) -> Result<R
         config.pool = Some(Arc::new(pool));
     }
     let engine = engine::new_engine()?;
-    let compiler = Compiler::new(engine.clone(), config.cache_dir.clone());
+    let compiler = Compiler::new(engine.clone(), config.cache_dir.clone()).with_integrity(config.integrity.clone());
     let plugin = PluginFile::read(&config.agent).map_err(BadInput::from)?;
     let compile_start = Instant::now();
     let (component, cached) = compiler.load(&plugin).map_err(BadInput::from)?;
@@ -640,17 +651,29 @@ impl Checkpointer {
     }
 
     async fn take_snapshot(&mut self, run: &crate::bindings::agent::exports::budget_host::plugin::run::Guest, store: &mut Store<HostState>, what: &str) -> Result<(), Interrupt> {
-        match run.call_snapshot(&mut *store).await {
-            Ok(bytes) if bytes.len() > crate::checkpoint::MAX_SNAPSHOT => Err(Interrupt::new(
+        let cap = store.data().shared.config.max_snapshot_bytes.min(crate::checkpoint::MAX_SNAPSHOT);
+        let over = |size: String| {
+            Interrupt::new(
                 Source::Error,
                 Mode::Graceful,
-                format!("agent snapshot of {} bytes is over the limit of {} bytes; the previous checkpoint is kept", bytes.len(), crate::checkpoint::MAX_SNAPSHOT),
-            )),
+                format!("agent snapshot of {size} bytes is over the limit of {cap} bytes (--max-snapshot-mb); the previous checkpoint is kept"),
+            )
+        };
+        // wasmtime bounds what a guest hands the host in one call (128 MiB by
+        // default): let a snapshot up to the cap through, and stop a bigger one
+        // while it is copied, before the host holds all of it.
+        let default_fuel = store.hostcall_fuel();
+        store.set_hostcall_fuel(cap.saturating_add(SNAPSHOT_SLACK));
+        let result = run.call_snapshot(&mut *store).await;
+        store.set_hostcall_fuel(default_fuel);
+        match result {
+            Ok(bytes) if bytes.len() > cap => Err(over(bytes.len().to_string())),
             Ok(bytes) => {
                 self.snapshot = bytes;
                 self.last = Some(store.data().cycle);
                 Ok(())
             }
+            Err(e) if format!("{e:#}").contains(HOSTCALL_FUEL_EXHAUSTED) => Err(over(format!("more than {}", cap.saturating_add(SNAPSHOT_SLACK)))),
             Err(e) => Err(classify_trap(&e, store, what)),
         }
     }
