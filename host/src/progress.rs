@@ -79,7 +79,7 @@ pub fn level(spent: Nanos, limit: Nanos, thresholds: &[f64]) -> usize {
         .iter()
         .filter(|t| {
             let ppm = (*t * 1e6).round() as u128;
-            (spent as u128) * 1_000_000 >= ppm * limit as u128
+            (spent as u128) * 1_000_000 >= ppm.saturating_mul(limit as u128)
         })
         .count()
 }

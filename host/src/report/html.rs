@@ -42,12 +42,15 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let raw = (hi - lo) / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw * (1.0 - 1e-9)).unwrap_or(10.0 * mag);
+    if !(step.is_finite() && step > 0.0) {
+        return vec![lo];
+    }
     let first = (lo / step - 1e-9).ceil();
     let mut out = Vec::new();
     let mut k = 0;
     loop {
         let v = (first + k as f64) * step;
-        if v > hi + step * 1e-9 {
+        if v > hi + step * 1e-9 || k > 1000 {
             break;
         }
         out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
@@ -396,7 +399,7 @@ fn operations_chart(o: &mut String, idx: usize, t: &Totals) {
 }
 
 fn tokens_chart(o: &mut String, idx: usize, r: &Run) {
-    let max = r.calls.iter().map(|c| c.input_tokens + c.output_tokens).max().unwrap_or(0).max(1) as f64 * 1.08;
+    let max = r.calls.iter().map(|c| c.input_tokens.saturating_add(c.output_tokens)).max().unwrap_or(0).max(1) as f64 * 1.08;
     let n = r.calls.len().max(1) as f64;
     let s = Scale { x0: 0.0, x1: n, y1: max };
     let slot = (W - LEFT - RIGHT) / n;
@@ -414,7 +417,7 @@ fn tokens_chart(o: &mut String, idx: usize, r: &Run) {
         let cx = s.x(c.seq as f64 - 0.5);
         let x = cx - bw / 2.0;
         let fresh = c.input_tokens.saturating_sub(c.cached_tokens);
-        let (y_in, y_cached, y_out) = (s.y(fresh as f64), s.y((fresh + c.cached_tokens) as f64), s.y((c.input_tokens + c.output_tokens) as f64));
+        let (y_in, y_cached, y_out) = (s.y(fresh as f64), s.y(fresh.saturating_add(c.cached_tokens) as f64), s.y(c.input_tokens.saturating_add(c.output_tokens) as f64));
         let _ = write!(o, r#"<g class="bar tok"><title>call {} · {}: {} in ({} cached) / {} out</title>"#, c.seq, esc(&c.operation), thousands(c.input_tokens), thousands(c.cached_tokens), thousands(c.output_tokens));
         let _ = write!(o, r#"<rect class="in" x="{x:.1}" y="{y_in:.1}" width="{bw:.1}" height="{:.1}"/>"#, pb - y_in);
         if c.cached_tokens > 0 {
@@ -627,7 +630,7 @@ pub fn page(log: &Log) -> String {
         let mut total = 0;
         for (i, r) in log.runs.iter().enumerate() {
             let t = r.totals();
-            total += t.spent_nanos;
+            total = t.spent_nanos.saturating_add(total);
             let _ = writeln!(
                 o,
                 r##"<tr><td><a href="#run-{i}">{}</a></td><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}%</td></tr>"##,

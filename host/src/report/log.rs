@@ -195,7 +195,7 @@ impl Totals {
         let fired = self
             .thresholds
             .iter()
-            .map(|t| (self.spent_nanos as u128) * 1_000_000 >= ((*t * 1e6).round() as u128) * self.limit_nanos as u128)
+            .map(|t| (self.spent_nanos as u128) * 1_000_000 >= ((*t * 1e6).round() as u128).saturating_mul(self.limit_nanos as u128))
             .collect();
         LedgerState {
             limit: self.limit_nanos,
@@ -350,14 +350,14 @@ impl Run {
 
     /// Money the run has spent so far, every segment counted.
     fn spent_so_far(&self) -> Nanos {
-        self.calls.last().map(|c| c.spent_nanos).unwrap_or(0) + self.unlogged_so_far()
+        self.calls.last().map(|c| c.spent_nanos).unwrap_or(0).saturating_add(self.unlogged_so_far())
     }
 
     fn unlogged_so_far(&self) -> Nanos {
         self.segments
             .iter()
-            .filter_map(|s| s.end.as_ref().map(|e| e.total_cost_nanos.saturating_sub(s.spent_before_nanos + s.logged_nanos)))
-            .sum()
+            .filter_map(|s| s.end.as_ref().map(|e| e.total_cost_nanos.saturating_sub(s.spent_before_nanos.saturating_add(s.logged_nanos))))
+            .fold(0, Nanos::saturating_add)
     }
 
     /// The segment a line belongs to; a log cut off at the front gets an implicit one.
@@ -432,16 +432,17 @@ impl Run {
                 let failed = event == "llm_call_failed";
                 let cost = if failed { nanos(v, "charged_nanos").unwrap_or(0) } else { nanos(v, "cost_nanos").unwrap_or(0) };
                 if failed && cost == 0 {
-                    self.failed_uncharged += 1;
+                    self.failed_uncharged = self.failed_uncharged.saturating_add(1);
                     return;
                 }
                 let seg = self.segment(v, &ts, t);
-                self.segments[seg].logged_nanos += cost;
-                self.segments[seg].calls += 1;
+                let sg = &mut self.segments[seg];
+                sg.logged_nanos = sg.logged_nanos.saturating_add(cost);
+                sg.calls = sg.calls.saturating_add(1);
                 if self.model.is_none() {
                     self.model = text(v, "model");
                 }
-                let spent = self.spent_so_far() + cost;
+                let spent = self.spent_so_far().saturating_add(cost);
                 self.calls.push(Call {
                     seq: self.calls.len() + 1,
                     segment: seg,
@@ -467,7 +468,7 @@ impl Run {
                     error: text(v, "error"),
                 });
             }
-            "llm_call_refused" => self.refused += 1,
+            "llm_call_refused" => self.refused = self.refused.saturating_add(1),
             "budget_warning" => {
                 let pct = v["threshold"].as_f64().map(|t| format!("{:.0}%", t * 100.0)).unwrap_or_else(|| "?".into());
                 let used = v["percentage"].as_f64().map(|p| format!("{p:.1}% used")).unwrap_or_default();
@@ -546,15 +547,16 @@ impl Run {
         };
         for c in &self.calls {
             let op = t.by_operation.entry(c.operation.clone()).or_default();
-            op.cost += c.cost_nanos;
-            op.calls += 1;
-            op.input_tokens += c.input_tokens;
-            op.output_tokens += c.output_tokens;
-            t.calls += 1;
-            t.input_tokens += c.input_tokens;
-            t.output_tokens += c.output_tokens;
-            t.cached_tokens += c.cached_tokens;
-            t.spent_nanos += c.cost_nanos;
+            // A log is input: hostile figures saturate, they never overflow.
+            op.cost = op.cost.saturating_add(c.cost_nanos);
+            op.calls = op.calls.saturating_add(1);
+            op.input_tokens = op.input_tokens.saturating_add(c.input_tokens);
+            op.output_tokens = op.output_tokens.saturating_add(c.output_tokens);
+            t.calls = t.calls.saturating_add(1);
+            t.input_tokens = t.input_tokens.saturating_add(c.input_tokens);
+            t.output_tokens = t.output_tokens.saturating_add(c.output_tokens);
+            t.cached_tokens = t.cached_tokens.saturating_add(c.cached_tokens);
+            t.spent_nanos = t.spent_nanos.saturating_add(c.cost_nanos);
         }
         // Check each call's logged ledger figure against the running sum.
         let mut ledger_calls_before: Option<u32> = Some(0);
@@ -594,7 +596,7 @@ impl Run {
             let mut running = s.spent_before_nanos;
             let mut mismatch = None;
             for c in self.calls.iter().filter(|c| c.segment == k) {
-                running += c.cost_nanos;
+                running = running.saturating_add(c.cost_nanos);
                 if let Some(cum) = c.cumulative_nanos {
                     if cum != running && mismatch.is_none() {
                         mismatch = Some((c.seq, cum, running));
@@ -607,19 +609,19 @@ impl Run {
             }
             let ledger_end = match &s.end {
                 Some(e) => {
-                    let expect = s.spent_before_nanos + s.logged_nanos;
+                    let expect = s.spent_before_nanos.saturating_add(s.logged_nanos);
                     if e.total_cost_nanos > expect {
                         let gap = e.total_cost_nanos - expect;
-                        t.unlogged_nanos += gap;
-                        t.spent_nanos += gap;
+                        t.unlogged_nanos = t.unlogged_nanos.saturating_add(gap);
+                        t.spent_nanos = t.spent_nanos.saturating_add(gap);
                         let unlogged_calls = match (ledger_calls_before, e.operations) {
-                            (Some(b), Some(ops)) => ops.saturating_sub(b + s.calls),
+                            (Some(b), Some(ops)) => ops.saturating_sub(b.saturating_add(s.calls)),
                             _ => 0,
                         };
                         let op = t.by_operation.entry(UNLOGGED.into()).or_default();
-                        op.cost += gap;
-                        op.calls += unlogged_calls;
-                        t.calls += unlogged_calls;
+                        op.cost = op.cost.saturating_add(gap);
+                        op.calls = op.calls.saturating_add(unlogged_calls);
+                        t.calls = t.calls.saturating_add(unlogged_calls);
                         t.notes.push(format!(
                             "segment {}: its end line records {} spent, {} more than its call lines (a call cancelled by an immediate stop is charged its reservation)",
                             k + 1,
@@ -638,8 +640,8 @@ impl Run {
                     e.total_cost_nanos
                 }
                 None => {
-                    let spent = running.max(s.spent_before_nanos + s.logged_nanos);
-                    let calls = ledger_calls_before.map(|b| b + s.calls);
+                    let spent = running.max(s.spent_before_nanos.saturating_add(s.logged_nanos));
+                    let calls = ledger_calls_before.map(|b| b.saturating_add(s.calls));
                     prev_ledger = Some((spent, calls));
                     if k + 1 < self.segments.len() {
                         t.notes.push(format!("segment {} has no end line (the process stopped without finishing)", k + 1));

@@ -71,7 +71,7 @@ pub fn text(log: &Log) -> String {
     let mut total = (0u64, 0u32);
     for (i, r) in log.runs.iter().enumerate() {
         let t = r.totals();
-        total = (total.0 + t.spent_nanos, total.1 + t.calls);
+        total = (total.0.saturating_add(t.spent_nanos), total.1.saturating_add(t.calls));
         if i > 0 {
             o.push('\n');
         }
@@ -126,7 +126,7 @@ pub fn json(log: &Log) -> serde_json::Value {
         .iter()
         .map(|r| {
             let t = r.totals();
-            total = (total.0 + t.spent_nanos, total.1 + t.calls);
+            total = (total.0.saturating_add(t.spent_nanos), total.1.saturating_add(t.calls));
             let state = t.ledger_state();
             json!({
                 "run_id": r.run_id, "agent_id": r.agent_id, "agent": r.agent, "provider": r.provider, "model": r.model,
@@ -207,5 +207,56 @@ mod tests {
         assert!(text.contains("Budget Used: 31.2%\n"));
         assert!(text.contains("  Total: 2\n  Avg Cost: $0.0156\n"));
         assert!(text.contains("  llm_call_cycle_1: $0.0145 (46.5%)\n"));
+    }
+
+    mod any_log {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn event_line() -> impl Strategy<Value = String> {
+            let events = prop::sample::select(vec![
+                "budget_monitoring_start", "llm_call", "llm_call_failed", "llm_call_refused", "budget_warning",
+                "checkpoint_saved", "interrupt", "budget_monitoring_end", "plugin_log",
+            ]);
+            let stamps = prop::sample::select(vec!["2026-01-01T10:00:00.000001", "2026-01-01T09:00:00", "1999-12-31T23:59:59.9", "not a time", ""]);
+            (events, stamps, 0..3u8, any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), prop::option::of(any::<u64>()), "[a-z<>&\"']{0,8}", any::<f64>())
+                .prop_map(|(event, ts, run, a, b, c, cycle, d, text, t)| {
+                    serde_json::json!({
+                        "timestamp": ts, "event": event, "run_id": format!("r{run}"), "agent_id": text,
+                        "budget_limit_nanos": a, "cost_nanos": b, "cumulative_nanos": c, "charged_nanos": b, "total_cost_nanos": c,
+                        "spent_before_nanos": d, "resumed_from": d.map(|_| "ck.gz"), "resumed_cycle": d.map(|_| cycle),
+                        "cycle": cycle, "cycles_completed": cycle, "operation": text, "warn": [t, 0.5],
+                        "threshold": t, "percentage": t, "operations": cycle, "cost_by_operation_nanos": {text.clone(): b},
+                        "input_tokens": a, "output_tokens": b, "cached_tokens": c, "latency_ms": a, "fuel": c,
+                    })
+                    .to_string()
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            /// Any log, cut anywhere: read, added up and drawn without a panic.
+            #[test]
+            fn reads_adds_up_and_draws_without_panic(
+                lines in prop::collection::vec(prop_oneof![4 => event_line(), 1 => "\\PC{0,40}"], 1..24),
+                cut in any::<usize>(),
+            ) {
+                let text_in = lines.join("\n");
+                let bytes = text_in.as_bytes();
+                let cut = cut % (bytes.len() + 1);
+                if let Ok(log) = Log::parse(&bytes[..cut], Path::new("any.jsonl")) {
+                    let _ = log.skipped_note();
+                    for r in &log.runs {
+                        let t = r.totals();
+                        // The operations always add up to the total (saturating the same way).
+                        prop_assert_eq!(t.by_operation.values().fold(0u64, |a, o| a.saturating_add(o.cost)), t.spent_nanos);
+                    }
+                    let _ = text(&log);
+                    let _ = json(&log);
+                    let page = html::page(&log);
+                    prop_assert!(page.ends_with("</html>\n"));
+                }
+            }
+        }
     }
 }
