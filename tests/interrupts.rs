@@ -65,8 +65,13 @@ fn timeout_cancels_a_slow_provider_call() {
     assert!(started.elapsed() < Duration::from_secs(20), "did not wait for the 30 s answer");
     let s = r.json();
     assert_eq!(s["stop_reason"]["source"], "timeout");
-    // The call in flight was charged its reservation: never less than it might have cost.
+    // The call in flight was charged its reservation: never less than it might have cost,
+    // and the log says so.
     assert!(s["spent_nanos"].as_u64().unwrap() > 0);
+    let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
+    let cancelled = events(&log, "llm_call_cancelled");
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["charged_nanos"], s["spent_nanos"]);
 }
 
 #[test]

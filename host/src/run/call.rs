@@ -123,6 +123,20 @@ impl HostState {
         s
     }
 
+    /// A call cut off by an immediate stop may have been billed: charge its
+    /// reservation (never more) and say so in the log.
+    async fn cancel_call(&mut self, held: Held, reserve: Nanos, operation: &str, input_bound: u64, max_tokens: u32, why: &str) {
+        let s = self.settle_held(held, reserve, operation, input_bound, max_tokens as u64).await;
+        let (cycle, spent) = (self.cycle, self.ledger().spent());
+        self.shared.audit(|a| {
+            a.event(
+                "llm_call_cancelled",
+                json!({"operation": operation, "cycle": cycle, "reason": why, "charged": nanos_to_usd(s.charged),
+                       "charged_nanos": s.charged, "cumulative_nanos": spent}),
+            )
+        });
+    }
+
     async fn release_held(&mut self, held: Held) {
         self.ledger().release(held.local);
         if let (Some(pool), Some(h)) = (self.pool.clone(), held.pool) {
@@ -268,12 +282,12 @@ impl HostState {
         let (result, attempts) = tokio::select! {
             r = call => r,
             _ = shared.stop.wait_immediate() => {
-                self.settle_held(held, plan.reserve, &operation, input_bound, chat.max_tokens as u64).await;
+                self.cancel_call(held, plan.reserve, &operation, input_bound, chat.max_tokens, "signal").await;
                 self.raise(Interrupt::new(Source::Signal, Mode::Immediate, "interrupted during an LLM call; its reservation was charged"));
                 return Err(Cancelled("signal").into());
             }
             _ = super::sleep_until(shared.deadline) => {
-                self.settle_held(held, plan.reserve, &operation, input_bound, chat.max_tokens as u64).await;
+                self.cancel_call(held, plan.reserve, &operation, input_bound, chat.max_tokens, "timeout").await;
                 self.raise(Interrupt::new(Source::Timeout, Mode::Immediate, "timed out during an LLM call; its reservation was charged"));
                 return Err(Cancelled("timeout").into());
             }
