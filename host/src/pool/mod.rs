@@ -80,7 +80,11 @@ impl Pool for LocalPool {
         Ok(PoolStatus { limit: l.limit(), spent: l.spent(), reserved: l.reserved() })
     }
     async fn reserve(&self, amount: Nanos) -> Result<Hold, PoolError> {
-        let r = self.ledger().reserve(amount).map_err(|_| PoolError::Exhausted { available: self.ledger().available() })?;
+        // One guard for both: calling `ledger()` again inside `map_err` would deadlock.
+        let r = {
+            let mut l = self.ledger();
+            l.reserve(amount).map_err(|_| PoolError::Exhausted { available: l.available() })?
+        };
         let id = self.next.fetch_add(1, Ordering::Relaxed).to_string();
         self.holds.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), r);
         Ok(Hold { id, amount })
