@@ -16,6 +16,7 @@ use crate::run::state::HostState;
 use crate::BadInput;
 use anyhow::Result;
 use serde_json::json;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, Trap};
@@ -112,6 +113,18 @@ enum Answer {
     Unit,
     Before(types::CallDecision),
     After(types::AfterDecision),
+}
+
+/// A `hook_decision` audit line. One per hook on every call's `before-call`,
+/// so it is written straight from this struct, not through a JSON map
+/// (BENCHMARKS.md, per-call overhead); the keys are those of the other lines.
+#[derive(serde::Serialize)]
+struct DecisionLine<'a> {
+    hook: &'a str,
+    hook_event: &'a str,
+    operation: &'a str,
+    cycle: u32,
+    decision: &'a str,
 }
 
 /// A hook failed and the policy is fail-closed: stop, naming it.
@@ -252,16 +265,17 @@ impl Hooks {
                     None => continue,
                 },
             };
-            let (logged, next) = match d {
-                types::CallDecision::Allow => ("allow".to_string(), None),
-                types::CallDecision::Deny(reason) => (format!("deny: {reason}"), Some(Before::Deny(format!("hook '{name}': {reason}")))),
+            let (logged, next): (Cow<str>, _) = match d {
+                types::CallDecision::Allow => ("allow".into(), None),
+                types::CallDecision::Deny(reason) => (format!("deny: {reason}").into(), Some(Before::Deny(format!("hook '{name}': {reason}")))),
                 types::CallDecision::Limit(0) => {
-                    ("limit 0 (treated as deny)".to_string(), Some(Before::Deny(format!("hook '{name}' allowed 0 output tokens"))))
+                    ("limit 0 (treated as deny)".into(), Some(Before::Deny(format!("hook '{name}' allowed 0 output tokens"))))
                 }
-                types::CallDecision::Limit(n) if n >= e.max_tokens => (format!("limit {n} ignored: not below {}", e.max_tokens), None),
-                types::CallDecision::Limit(n) => (format!("limit {n}"), Some(Before::Limit(n, name.clone()))),
+                types::CallDecision::Limit(n) if n >= e.max_tokens => (format!("limit {n} ignored: not below {}", e.max_tokens).into(), None),
+                types::CallDecision::Limit(n) => (format!("limit {n}").into(), Some(Before::Limit(n, name.clone()))),
             };
-            shared.audit(|a| a.event("hook_decision", json!({"hook": name, "hook_event": "before-call", "operation": e.operation, "cycle": e.cycle, "decision": logged})));
+            let line = DecisionLine { hook: &name, hook_event: "before-call", operation: &e.operation, cycle: e.cycle, decision: &logged };
+            shared.audit(|a| a.event_of("hook_decision", &line));
             combined = match (combined, next) {
                 (c @ Before::Deny(_), _) => c,
                 (_, Some(d @ Before::Deny(_))) => d,

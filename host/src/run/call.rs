@@ -27,6 +27,37 @@ fn role(r: types::Role) -> Role {
     }
 }
 
+/// The `llm_call` audit line. It is on every call's path, so it is written
+/// straight from this struct rather than through a JSON map (which cost more
+/// than the rest of the call; BENCHMARKS.md). Same keys and values as the
+/// other events' `json!` objects.
+#[derive(serde::Serialize)]
+struct LlmCallLine<'a> {
+    operation: &'a str,
+    cycle: u32,
+    provider: &'a str,
+    model: &'a str,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_tokens: u64,
+    max_tokens: u32,
+    max_tokens_lowered: bool,
+    input_tokens_bound: u64,
+    reserved: f64,
+    reserved_nanos: Nanos,
+    cost: f64,
+    cost_nanos: Nanos,
+    cumulative: f64,
+    cumulative_nanos: Nanos,
+    budget_limit_nanos: Nanos,
+    fuel: u64,
+    fuel_delta: u64,
+    latency_ms: u64,
+    attempts: u32,
+    finish_reason: &'a str,
+    anomalies: &'a [String],
+}
+
 /// The plan for a call that fits: its max tokens and the worst case to reserve.
 #[derive(Debug, PartialEq)]
 pub struct Plan {
@@ -333,18 +364,33 @@ impl HostState {
         // 6. Audit line, then warnings for thresholds crossed.
         let cycle = self.cycle;
         shared.audit(|a| {
-            a.event(
+            a.event_of(
                 "llm_call",
-                json!({
-                    "operation": operation, "cycle": cycle, "provider": provider.name(), "model": resp.model,
-                    "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
-                    "max_tokens": chat.max_tokens, "max_tokens_lowered": plan.lowered, "input_tokens_bound": input_bound,
-                    "reserved": nanos_to_usd(plan.reserve), "reserved_nanos": plan.reserve,
-                    "cost": nanos_to_usd(settled.charged), "cost_nanos": settled.charged,
-                    "cumulative": nanos_to_usd(spent), "cumulative_nanos": spent, "budget_limit_nanos": limit,
-                    "fuel": fuel_total, "fuel_delta": fuel_delta, "latency_ms": latency_ms, "attempts": attempts,
-                    "finish_reason": resp.finish_reason, "anomalies": anomalies,
-                }),
+                &LlmCallLine {
+                    operation: &operation,
+                    cycle,
+                    provider: provider.name(),
+                    model: &resp.model,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cached_tokens: usage.cached_tokens,
+                    max_tokens: chat.max_tokens,
+                    max_tokens_lowered: plan.lowered,
+                    input_tokens_bound: input_bound,
+                    reserved: nanos_to_usd(plan.reserve),
+                    reserved_nanos: plan.reserve,
+                    cost: nanos_to_usd(settled.charged),
+                    cost_nanos: settled.charged,
+                    cumulative: nanos_to_usd(spent),
+                    cumulative_nanos: spent,
+                    budget_limit_nanos: limit,
+                    fuel: fuel_total,
+                    fuel_delta,
+                    latency_ms,
+                    attempts,
+                    finish_reason: &resp.finish_reason,
+                    anomalies: &anomalies,
+                },
             )
         });
         let calls = self.ledger().calls();
