@@ -141,7 +141,12 @@ impl Ledger {
         self.reserved -= r.amount;
         self.spent += charged;
         self.calls += 1;
-        let op = self.by_operation.entry(operation.to_string()).or_default();
+        // The label is allocated once per operation, not once per call.
+        let i = match self.by_operation.get_index_of(operation) {
+            Some(i) => i,
+            None => self.by_operation.insert_full(operation.to_string(), OpStat::default()).0,
+        };
+        let op = &mut self.by_operation[i];
         op.cost += charged;
         op.calls += 1;
         // Token totals are statistics from the provider, not money: saturate, never overflow.
