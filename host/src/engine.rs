@@ -28,6 +28,12 @@ pub fn engine_config() -> Config {
     config.epoch_interruption(true);
     // Bounded native stack per guest: deep recursion traps instead of crashing the host.
     config.max_wasm_stack(1 << 20);
+    // No component-model concurrency (streams, futures, `run_concurrent`): the
+    // host calls guests one export at a time. With it on, every component call
+    // (each hook event, each `llm.complete`) sets up and tears down a guest
+    // task in the store's concurrent state; off, a hook call costs a fraction
+    // (BENCHMARKS.md, per-call overhead).
+    config.concurrency_support(false);
     config
 }
 
