@@ -101,6 +101,23 @@ fn main() {
         let peer = if peer.is_empty() { String::new() } else { format!(" ({peer})") };
         println!("| {what} (`{id}`) | {} | ±{} | {}–{} | {t}{peer} | {ratio} | {v} |", human(e.median), human(e.mad), human(e.lo), human(e.hi));
     }
+    // The calls' CPU time (saved by the `call` benches beside criterion's wall time).
+    let cpu: Option<Value> = std::fs::read_to_string(common::results_dir().join("call_cpu.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    for (name, what) in [
+        ("full_2_hooks_log", "per call, CPU time of the calling thread: full path"),
+        ("no_hooks_log", "per call, CPU time: no hooks"),
+        ("no_hooks_no_log", "per call, CPU time: no hooks, log to /dev/null"),
+    ] {
+        if let Some(v) = cpu.as_ref().and_then(|c| c.get(name)) {
+            let (m, mad) = (v["median_ns"].as_f64().unwrap_or(f64::NAN), v["mad_ns"].as_f64().unwrap_or(f64::NAN));
+            let target = if name == "full_2_hooks_log" {
+                format!("| 2.00 µs | {:.2}x | {} |", m / 2000.0, verdict(m <= 2000.0))
+            } else {
+                "| — | | |".into()
+            };
+            println!("| {what} (`call/{name}`, {} samples) | {} | ±{} | | {target}", v["samples"], human(m), human(mad));
+        }
+    }
     // Derived rows: each from two medians above.
     let pair = |a: &str, b: &str| Some((estimate(a)?.median, estimate(b)?.median));
     if let Some((on, off)) = pair("fuel/slow_step_fuel_on".into(), "fuel/slow_step_fuel_off") {

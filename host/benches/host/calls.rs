@@ -4,14 +4,18 @@
 //! sent to an instant in-process provider, settled, written to the audit log,
 //! shown to the hooks again and returned to the guest.
 //!
-//! The provider reads the clock at the first and the last call only, so the
+//! The provider reads the clocks at the first and the last call only, so the
 //! figure is (last - first) / (n - 1): start-up, the final checkpoint and the
 //! log's fsync are outside it, and nothing is subtracted or estimated.
+//! Criterion gets the wall time; the CPU time of the thread that runs the
+//! whole path is printed beside it and saved for `bench_report` (on a shared
+//! machine it is the figure other processes do not inflate).
 
-use crate::common::{config, plugin, runtime, scratch, InstantProvider};
+use crate::common::{config, plugin, results_dir, runtime, scratch, InstantProvider};
 use budget_host::interrupt::StopSignal;
 use budget_host::run::run_agent;
 use criterion::{Criterion, SamplingMode};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,7 +32,10 @@ pub fn bench(c: &mut Criterion) {
         ("no_hooks_log", &[], true),
         ("no_hooks_no_log", &[], false),
     ];
+    let mut cpu_results = serde_json::Map::new();
     for (name, hooks, log_to_file) in variants {
+        // (calls timed, CPU time) of every sample, warm-up included.
+        let samples = RefCell::new(Vec::new());
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let dir = scratch("calls");
@@ -40,9 +47,28 @@ pub fn bench(c: &mut Criterion) {
                 let out = rt.block_on(run_agent(cfg, StopSignal::new())).unwrap();
                 assert!(out.interrupt.is_none(), "the run stopped: {:?}", out.interrupt);
                 assert_eq!(out.ledger.calls as u64, iters + 1);
-                provider.marked_span()
+                let (wall, cpu) = provider.marked_span();
+                samples.borrow_mut().push((iters, cpu));
+                wall
             })
         });
+        // Flat sampling: the measured samples all have the largest call count.
+        let samples = samples.into_inner();
+        let most = samples.iter().map(|s| s.0).max().unwrap_or(0);
+        let mut per_call: Vec<f64> = samples.iter().filter(|s| s.0 == most).map(|s| s.1.as_nanos() as f64 / s.0 as f64).collect();
+        if per_call.is_empty() {
+            continue;
+        }
+        per_call.sort_by(f64::total_cmp);
+        let median = per_call[per_call.len() / 2];
+        let mut dev: Vec<f64> = per_call.iter().map(|x| (x - median).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let mad = dev[dev.len() / 2];
+        println!("call/{name} CPU time of the calling thread: median {median:.0} ns/call, MAD {mad:.0} ns ({} samples of {most} calls)", per_call.len());
+        cpu_results.insert(name.into(), serde_json::json!({"median_ns": median, "mad_ns": mad, "samples": per_call.len(), "calls_per_sample": most}));
     }
     g.finish();
+    if !cpu_results.is_empty() {
+        std::fs::write(results_dir().join("call_cpu.json"), serde_json::to_string_pretty(&cpu_results).unwrap()).unwrap();
+    }
 }

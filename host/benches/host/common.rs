@@ -15,7 +15,7 @@ use budget_host::run::{self, RunConfig, RunShared};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 
 /// A priced model, so reserve and settle do real arithmetic.
@@ -73,13 +73,22 @@ pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
 
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a valid out pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Answers at once with a fixed reply and real usage. It records the instant
 /// of two chosen calls (by `call_index`) so a benchmark can time the calls
 /// between them without any clock read on the other calls.
 pub struct InstantProvider {
     calls: AtomicU64,
-    /// (index, instant) of the first and last marked call.
-    marks: Mutex<[Option<Instant>; 2]>,
+    /// Wall clock and the calling thread's CPU clock at the first and last marked call.
+    marks: Mutex<[Option<(Instant, Duration)>; 2]>,
     mark_at: [u64; 2],
     /// Told once the first call arrives (the agent is running).
     on_first: Mutex<Option<std::sync::mpsc::Sender<()>>>,
@@ -104,11 +113,14 @@ impl InstantProvider {
         *self.on_first.lock().unwrap() = Some(tx);
     }
 
-    /// Time between the two marked calls.
-    pub fn marked_span(&self) -> std::time::Duration {
+    /// Wall time and CPU time of the calling thread between the two marked
+    /// calls. The whole call path runs on that thread (the guest's fiber, the
+    /// import, the hooks, the provider), so the CPU figure is the path's cost
+    /// without the time other processes took the core away.
+    pub fn marked_span(&self) -> (Duration, Duration) {
         let m = self.marks.lock().unwrap();
         match (m[0], m[1]) {
-            (Some(a), Some(b)) => b - a,
+            (Some(a), Some(b)) => (b.0 - a.0, b.1 - a.1),
             _ => panic!("the marked calls did not happen ({} calls made)", self.calls.load(Ordering::SeqCst)),
         }
     }
@@ -128,7 +140,7 @@ impl Provider for InstantProvider {
     async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         if n == self.mark_at[0] || n == self.mark_at[1] {
-            let now = Instant::now();
+            let now = (Instant::now(), thread_cpu_time());
             let mut m = self.marks.lock().unwrap();
             m[(n == self.mark_at[1]) as usize] = Some(now);
         }
