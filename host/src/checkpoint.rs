@@ -207,6 +207,14 @@ impl Checkpoint {
             Line::Header(h) => h,
             _ => return Err(bad(1, "header", "the first line is not the header".into())),
         };
+        // Hashes are shown and compared later: a forged one (the trailer is a
+        // checksum, not a signature) must not reach that code.
+        let plugins = std::iter::once(("agent", &header.agent)).chain(header.hooks.iter().map(|h| ("hook", h)));
+        for (what, p) in plugins {
+            if p.sha256.len() != 64 || !p.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(bad(1, "header", format!("the {what} {} has a sha256 that is not 64 lowercase hex digits", p.path.display())));
+            }
+        }
         let budget = match serde_json::from_slice(records[1]).map_err(|e| bad(2, "budget", e.to_string()))? {
             Line::Budget(b) => b,
             _ => return Err(bad(2, "budget", "the second line is not the budget".into())),

@@ -140,7 +140,8 @@ impl Ledger {
         let charged = cost.min(r.amount);
         self.reserved -= r.amount;
         self.spent += charged;
-        self.calls += 1;
+        // Counters saturate: a resumed (possibly forged) state may start at the top.
+        self.calls = self.calls.saturating_add(1);
         // The label is allocated once per operation, not once per call.
         let i = match self.by_operation.get_index_of(operation) {
             Some(i) => i,
@@ -148,7 +149,7 @@ impl Ledger {
         };
         let op = &mut self.by_operation[i];
         op.cost += charged;
-        op.calls += 1;
+        op.calls = op.calls.saturating_add(1);
         // Token totals are statistics from the provider, not money: saturate, never overflow.
         op.input_tokens = op.input_tokens.saturating_add(input_tokens);
         op.output_tokens = op.output_tokens.saturating_add(output_tokens);

@@ -50,15 +50,18 @@ impl Price {
 
     /// Output tokens that fit in `budget` after the input's worst case.
     pub fn output_tokens_within(&self, input_tokens: u64, budget: Nanos) -> u64 {
-        let input_cost = self.worst_case(input_tokens, 0);
-        if input_cost > budget {
+        // In u128 throughout: `worst_case` saturates at u64::MAX, which hid an
+        // input cost above a u64::MAX budget and underflowed below (tests/fuzz.rs).
+        let in_part = input_tokens as u128 * self.input as u128;
+        let cap = budget as u128 * 1_000_000;
+        if in_part > cap {
             return 0;
         }
         if self.output == 0 {
             return u64::MAX;
         }
         // Largest t with ceil((in_part + t*out)/1e6) <= budget.
-        let room = budget as u128 * 1_000_000 - input_tokens as u128 * self.input as u128;
+        let room = cap - in_part;
         (room / self.output as u128).min(u64::MAX as u128) as u64
     }
 }

@@ -197,7 +197,7 @@ impl HostState {
         let cfg = &shared.config;
         let fuel_delta = fuel_used.saturating_sub(self.fuel_at_last_call);
         self.fuel_at_last_call = fuel_used;
-        let fuel_total = self.fuel_before + fuel_used;
+        let fuel_total = self.fuel_before.saturating_add(fuel_used);
         let operation = req.operation.clone().filter(|o| !o.is_empty()).unwrap_or_else(|| format!("llm_call_cycle_{}", self.cycle));
 
         // A pending stop refuses further spending inside the same step.

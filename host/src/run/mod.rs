@@ -251,7 +251,7 @@ pub fn agent_linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
 
 fn fuel_used(store: &Store<HostState>) -> u64 {
     let s = store.data();
-    s.fuel_before + s.fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0))
+    s.fuel_before.saturating_add(s.fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0)))
 }
 
 /// wasmtime's message when a guest hands the host more data than the store's hostcall fuel.
@@ -509,7 +509,8 @@ async fn drive(pre: &AgentPre<HostState>, store: &mut Store<HostState>, ck: &mut
         return outcome;
     }
 
-    let mut cycle = start + 1;
+    // No cycle after u32::MAX (a forged checkpoint may claim it): that is the last.
+    let mut next = start.checked_add(1);
     loop {
         if shared.audit_failed.load(Ordering::SeqCst) {
             store.data_mut().raise(Interrupt::new(Source::Error, Mode::Graceful, "the audit log cannot be written"));
@@ -521,10 +522,10 @@ async fn drive(pre: &AgentPre<HostState>, store: &mut Store<HostState>, ck: &mut
             outcome.interrupt = Some(p);
             return outcome;
         }
-        if cycle > cfg.max_cycles {
+        let Some(cycle) = next.filter(|c| *c <= cfg.max_cycles) else {
             outcome.status = Status::MaxCycles;
             return outcome;
-        }
+        };
         store.data_mut().cycle = cycle;
         shared.console.progress.cycle(cycle, fuel_used(store));
         let step = run.call_step(&mut *store, cycle).await;
@@ -566,7 +567,7 @@ async fn drive(pre: &AgentPre<HostState>, store: &mut Store<HostState>, ck: &mut
                 return outcome;
             }
         }
-        cycle += 1;
+        next = cycle.checked_add(1);
     }
 }
 

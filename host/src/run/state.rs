@@ -83,7 +83,7 @@ impl types::Host for HostState {}
 impl budget::Host for HostState {
     async fn status(&mut self) -> wasmtime::Result<types::BudgetStatus> {
         // Fuel is read by the loop between calls; here we report the last known figure.
-        Ok(HostState::status(self, self.fuel_before + self.fuel_at_last_call))
+        Ok(HostState::status(self, self.fuel_before.saturating_add(self.fuel_at_last_call)))
     }
 }
 
