@@ -137,13 +137,20 @@ impl Compiler {
     }
 
     /// Cache key: the wasm's hash plus everything that makes an artifact loadable
-    /// only by this exact engine (wasmtime version, config, target).
-    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+    /// only by this exact engine (wasmtime version, config, target) and host version.
+    fn key(&self, sha256: &str) -> String {
+        self.key_for(sha256, env!("CARGO_PKG_VERSION"))
+    }
+
+    fn key_for(&self, sha256: &str, host_version: &str) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        env!("CARGO_PKG_VERSION").hash(&mut h);
-        let dir = self.cache_dir.as_ref()?;
-        Some(dir.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
+        host_version.hash(&mut h);
+        format!("{sha256}-{:016x}.cwasm", h.finish())
+    }
+
+    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        Some(self.cache_dir.as_ref()?.join(self.key(sha256)))
     }
 
     /// Compile (or load from cache) and return the component and whether the cache hit.
@@ -164,16 +171,21 @@ impl Compiler {
         Ok((component, false))
     }
 
-    /// Entries are `sha256(body) ++ body`: a flipped bit is caught before wasmtime sees it.
+    /// Entries are `sha256(key ++ body) ++ body`, the key being the entry's
+    /// name (the wasm's sha256, this engine and host version): a flipped bit,
+    /// or an entry filed under another wasm or another host build's name, is
+    /// caught before wasmtime sees it.
     fn load_cached(&self, path: &Path) -> Option<Component> {
         let data = std::fs::read(path).ok()?;
-        if data.len() < 32 || Sha256::digest(&data[32..]).as_slice() != &data[..32] {
+        let key = path.file_name()?.to_string_lossy();
+        let Some(body) = unseal(&key, &data) else {
             let _ = std::fs::remove_file(path);
             return None;
-        }
-        // SAFETY: the bytes were written by `store_cached` for this engine build
-        // (the file name carries the compatibility hash) and their checksum matches.
-        match unsafe { Component::deserialize(&self.engine, &data[32..]) } {
+        };
+        // SAFETY: the bytes were written by `store_cached` for this wasm, engine
+        // build and host version (the key their checksum covers), and wasmtime
+        // checks its own version and configuration again in `deserialize`.
+        match unsafe { Component::deserialize(&self.engine, body) } {
             Ok(c) => Some(c),
             Err(_) => {
                 let _ = std::fs::remove_file(path);
@@ -183,20 +195,36 @@ impl Compiler {
     }
 
     fn store_cached(&self, path: &Path, component: &Component) -> Result<()> {
-        let body = component.serialize()?;
-        let mut data = Sha256::digest(&body).to_vec();
-        data.extend_from_slice(&body);
-        write_atomic(path, &data)
+        let key = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        write_atomic(path, &seal(&key, &component.serialize()?))
     }
 
-    /// Write an artifact next to the wasm (`host precompile`).
+    /// Write an artifact (`host precompile`), sealed like a cache entry for this
+    /// wasm: it loads only under the cache name `self.key(sha256)`.
     pub fn precompile(&self, plugin: &PluginFile, out: &Path) -> Result<()> {
+        self.integrity.check(&plugin.path, &plugin.sha256)?;
         let component = Component::new(&self.engine, &plugin.bytes)?;
-        let body = component.serialize()?;
-        let mut data = Sha256::digest(&body).to_vec();
-        data.extend_from_slice(&body);
-        write_atomic(out, &data)
+        write_atomic(out, &seal(&self.key(&plugin.sha256), &component.serialize()?))
     }
+}
+
+fn seal_digest(key: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(key.as_bytes());
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
+
+fn seal(key: &str, body: &[u8]) -> Vec<u8> {
+    let mut data = seal_digest(key, body).to_vec();
+    data.extend_from_slice(body);
+    data
+}
+
+/// The body of a sealed entry, if it was sealed under `key` and is intact.
+fn unseal<'a>(key: &str, data: &'a [u8]) -> Option<&'a [u8]> {
+    (data.len() >= 32 && seal_digest(key, &data[32..]) == data[..32]).then(|| &data[32..])
 }
 
 pub use crate::durable::write_atomic;
@@ -318,5 +346,68 @@ mod tests {
         assert!(!hit);
         let (_, hit) = compiler.load(&plugin).unwrap();
         assert!(hit);
+    }
+
+    fn wat_plugin(wat: &str) -> PluginFile {
+        let bytes = wat::parse_str(wat).unwrap();
+        PluginFile { path: "x.wasm".into(), sha256: sha256_hex(&bytes), bytes }
+    }
+
+    /// Two components told apart by their imports.
+    fn a_and_b() -> (PluginFile, PluginFile) {
+        (wat_plugin("(component)"), wat_plugin(r#"(component (import "b" (func)))"#))
+    }
+
+    fn imports(c: &Compiler, comp: &Component) -> Vec<String> {
+        surface(c.engine(), comp).imports
+    }
+
+    #[test]
+    fn cache_rebuilds_artifacts_of_another_engine_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let compiler = Compiler::new(new_engine().unwrap(), Some(dir.path().to_path_buf()));
+        let (a, _) = a_and_b();
+        // Another build: same wasmtime, other settings (no fuel metering), its
+        // artifact sealed under this build's name with a valid checksum.
+        let mut other = Config::new();
+        other.consume_fuel(false);
+        let foreign = Component::new(&Engine::new(&other).unwrap(), &a.bytes).unwrap().serialize().unwrap();
+        let key = compiler.key(&a.sha256);
+        std::fs::write(dir.path().join(&key), seal(&key, &foreign)).unwrap();
+        let (_, hit) = compiler.load(&a).unwrap();
+        assert!(!hit, "wasmtime refused it and it was rebuilt");
+        assert_ne!(std::fs::read(dir.path().join(&key)).unwrap()[32..], foreign[..], "replaced by this build's artifact");
+        assert!(compiler.load(&a).unwrap().1);
+    }
+
+    #[test]
+    fn cache_never_loads_an_entry_of_another_host_version_or_wasm() {
+        let dir = tempfile::tempdir().unwrap();
+        let compiler = Compiler::new(new_engine().unwrap(), Some(dir.path().to_path_buf()));
+        let (a, b) = a_and_b();
+        let b_body = Component::new(compiler.engine(), &b.bytes).unwrap().serialize().unwrap();
+        // B's valid artifact, sealed as another host version's entry for A: never looked up.
+        let other_version = compiler.key_for(&a.sha256, "0.0.0-another-host");
+        assert_ne!(other_version, compiler.key(&a.sha256));
+        std::fs::write(dir.path().join(&other_version), seal(&other_version, &b_body)).unwrap();
+        let (comp, hit) = compiler.load(&a).unwrap();
+        assert!(!hit);
+        assert!(imports(&compiler, &comp).is_empty(), "A, not B");
+        // The same entry copied under this version's name for A: its seal names
+        // another key, so it is refused and rebuilt, never loaded as A.
+        let key = compiler.key(&a.sha256);
+        std::fs::copy(dir.path().join(&other_version), dir.path().join(&key)).unwrap();
+        let (comp, hit) = compiler.load(&a).unwrap();
+        assert!(!hit);
+        assert!(imports(&compiler, &comp).is_empty(), "A, not B");
+        // And B's own entry, renamed to A's: refused too.
+        compiler.load(&b).unwrap();
+        std::fs::copy(dir.path().join(compiler.key(&b.sha256)), dir.path().join(&key)).unwrap();
+        let (comp, hit) = compiler.load(&a).unwrap();
+        assert!(!hit);
+        assert!(imports(&compiler, &comp).is_empty(), "A, not B");
+        let (comp, hit) = compiler.load(&b).unwrap();
+        assert!(hit);
+        assert_eq!(imports(&compiler, &comp), ["b"]);
     }
 }
