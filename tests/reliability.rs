@@ -741,3 +741,89 @@ fn a_pinned_run_is_pinned_on_resume_too() {
     refused(&r, "--expect-sha256", "resume of a pinned run");
     assert!(r.stderr.contains("nothing was compiled"), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// Adversarial guests: whatever the guest does at cycle 3, cycle 2 is kept
+
+#[test]
+fn every_adversarial_guest_leaves_the_last_completed_cycle_resumable() {
+    let cases: &[(&str, &[&str], i32, &str)] = &[
+        ("loop:3", &["--fuel", "200000000"], FUEL, "fuel"),
+        ("loop:3", &["--timeout", "2s"], TIMEOUT, "timeout"),
+        ("alloc:3", &["--memory-mb", "32"], FAILURE, "memory limit of 32 MiB"),
+        ("recurse:3", &[], FAILURE, "step 3"),
+        ("trap:3", &[], FAILURE, "agent trapped in step 3"),
+        ("trap-snapshot:3", &[], FAILURE, "snapshot after step 3"),
+        ("big-snapshot:3", &["--memory-mb", "1024", "--max-snapshot-mb", "8"], FAILURE, "over the limit"),
+    ];
+    for (task, extra, code, want) in cases {
+        let dir = tempdir();
+        let mut c = host();
+        c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", task]);
+        c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
+        c.args(["--budget", "1", "--json", "--checkpoint-every", "1"]).args(*extra);
+        let started = Instant::now();
+        let r = run(&mut c);
+        assert!(started.elapsed() < Duration::from_secs(120), "{task}: hung");
+        assert_eq!(r.code, *code, "{task} {extra:?}\n{}\n{}", r.stdout, r.stderr);
+        let s = r.json();
+        assert!(stop_message(&s).contains(want), "{task}: want '{want}' in {}", stop_message(&s));
+        assert_eq!(s["cycles"], 2, "{task}");
+        books(dir.path(), &s, None);
+        assert_eq!(checkpoint_agrees(&s)["cycle"], 2, "{task}");
+        // The kept state is a good one: resume loads it and runs no further than asked
+        // (the fuel burnt by the runaway cycle stays used: a fuel stop resumes with more).
+        let mut c = host();
+        c.arg("resume").arg(s["checkpoint"].as_str().unwrap()).args(["--max-cycles", "2", "--json"]);
+        if *code == FUEL {
+            c.args(["--fuel", "400000000"]);
+        }
+        let r = run(&mut c);
+        assert_eq!(r.code, 0, "{task}: resume\n{}", r.stderr);
+        assert_eq!(r.json()["spent_nanos"], s["spent_nanos"], "{task}: resume spent nothing more");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RELIABILITY.md tells the truth
+
+/// Every test RELIABILITY.md names exists, and its totals are the counts of its table.
+#[test]
+fn reliability_md_is_true() {
+    let text = std::fs::read_to_string(root().join("RELIABILITY.md")).unwrap();
+    let (mut rows, mut money, mut checkpoints) = (0, 0, 0);
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // "| # | case | what | proof | $ | ck |"
+        let Some(n) = cells.get(1).and_then(|c| c.parse::<usize>().ok()) else { continue };
+        assert_eq!(cells.len(), 8, "row {n} has six cells: {line}");
+        rows += 1;
+        assert_eq!(n, rows, "rows are numbered in order");
+        let tests: Vec<&str> = cells[4].split('`').skip(1).step_by(2).collect();
+        assert!(!tests.is_empty(), "row {n} names no test");
+        for t in tests {
+            let (place, name) = t.rsplit_once("::").unwrap_or_else(|| panic!("row {n}: '{t}' is not module::test"));
+            let file = if place.ends_with(".rs") { root().join("host").join(place) } else { root().join("tests").join(format!("{place}.rs")) };
+            let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("row {n}: {}: {e}", file.display()));
+            assert!(source.contains(&format!("fn {name}(")), "row {n}: no test {name} in {}", file.display());
+        }
+        match cells[5] {
+            "$" => money += 1,
+            "" => {}
+            other => panic!("row {n}: money column '{other}'"),
+        }
+        match cells[6] {
+            "ck" => checkpoints += 1,
+            "" => {}
+            other => panic!("row {n}: checkpoint column '{other}'"),
+        }
+    }
+    let stated = |label: &str| -> usize {
+        let line = text.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no '{label}' line"));
+        line.split("**").nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no **count** in: {line}"))
+    };
+    assert_eq!(stated("Cases tried:"), rows);
+    assert_eq!(stated("Cases that check the money:"), money);
+    assert_eq!(stated("Cases that check the checkpoint:"), checkpoints);
+    assert!(text.contains("money overspent: **$0**") && text.contains("checkpoints lost: **0**"));
+}
