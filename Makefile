@@ -67,6 +67,8 @@ EXAMPLE := $(CARGO) run --quiet --profile dev -p host --example
 bench: setup rust-plugins $(OP_CAP_C)/hook-op-cap-c.wasm
 	$(BENCH)
 	$(EXAMPLE) idle_agents -- 1000
+	@# 10,000 idle agents hold ~70,000 memory mappings; Linux's default limit is 65,530.
+	@[ $$(cat /proc/sys/vm/max_map_count) -ge 262144 ] || sysctl -w vm.max_map_count=262144
 	$(EXAMPLE) idle_agents -- 10000
 	$(EXAMPLE) bench_report
 

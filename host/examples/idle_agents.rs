@@ -30,6 +30,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse().expect("N: a number of agents")).unwrap_or(1000);
     let agent_name = args.next().unwrap_or_else(|| "essay-agent".into());
+    // Each idle agent holds about 7 memory mappings (its linear memory's
+    // reservation, accessible part and copy-on-write image, ...): say so
+    // instead of dying in an allocation when the kernel's limit is too low.
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(usize::MAX);
+    if map_count() + n * 8 + 1000 > limit {
+        eprintln!("idle_agents: {n} agents need about {} memory mappings, vm.max_map_count is {limit}; raise it (sysctl -w vm.max_map_count=262144)", n * 8);
+        std::process::exit(1);
+    }
     let rt = common::runtime();
     let engine = budget_host::engine::new_engine().unwrap();
     let sa = common::Standalone::new(engine, true, &agent_name, &common::scratch("idle_agents"));

@@ -52,9 +52,14 @@ pub fn bench(c: &mut Criterion) {
                 wall
             })
         });
-        // Flat sampling: the measured samples all have the largest call count.
+        // Flat sampling: the measured samples all share one call count (the
+        // most frequent one); the warm-up's doubling counts are left out.
         let samples = samples.into_inner();
-        let most = samples.iter().map(|s| s.0).max().unwrap_or(0);
+        let mut counts = std::collections::HashMap::new();
+        for s in &samples {
+            *counts.entry(s.0).or_insert(0) += 1;
+        }
+        let most = counts.into_iter().max_by_key(|&(iters, n)| (n, iters)).map(|(iters, _)| iters).unwrap_or(0);
         let mut per_call: Vec<f64> = samples.iter().filter(|s| s.0 == most).map(|s| s.1.as_nanos() as f64 / s.0 as f64).collect();
         if per_call.is_empty() {
             continue;

@@ -1,4 +1,4 @@
-//! Checkpoints: durable save (encode, gzip at `GZIP_LEVEL`, temp file, fsync,
+//! Checkpoints: encode alone (no file), durable save (encode, gzip at `GZIP_LEVEL`, temp file, fsync,
 //! rename, fsync of the directory) and load + verify (read, gunzip, trailer
 //! sha256, records, state sha256) for agent states of 100 KiB, 1 MiB, 10 MiB.
 //!
@@ -75,6 +75,8 @@ pub fn bench(c: &mut Criterion) {
             g.sample_size(20).measurement_time(Duration::from_secs(3));
         }
         let sub = dir.join(label);
+        // The CPU part of a save (JSON lines, base64, sha256, gzip) without the file.
+        g.bench_function(BenchmarkId::new("encode", label), |b| b.iter(|| black_box(ck().encode().unwrap())));
         g.bench_function(BenchmarkId::new("save_durable", label), |b| b.iter(|| ck().save(&sub).unwrap()));
         let saved = OnceCell::new();
         g.bench_function(BenchmarkId::new("load_verify", label), |b| {
