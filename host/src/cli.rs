@@ -203,8 +203,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB", default_value_t = default_max_snapshot_mb(), value_parser = clap::value_parser!(u64).range(1..=default_max_snapshot_mb()))]
     #[serde(default = "default_max_snapshot_mb")]
     pub max_snapshot_mb: u64,
-    /// Refuse the agent unless its file's sha256 is this (64 hex digits); checked before compiling.
-    #[arg(long, value_name = "SHA256")]
+    /// Refuse the agent unless its file's sha256 is this (64 hex digits); checked before compiling (teams: use --lock).
+    #[arg(long, value_name = "SHA256", conflicts_with = "team")]
     #[serde(default)]
     pub expect_sha256: Option<String>,
     /// A lock file (`host lock`) giving the sha256 of every plugin the run may load; others are refused.
