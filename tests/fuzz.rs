@@ -519,3 +519,13 @@ fn regression_forged_counters_at_their_limits_resume_without_overflow() {
         assert!(s["spent_nanos"].as_u64().unwrap() <= s["limit_nanos"].as_u64().unwrap());
     }
 }
+
+/// Found by `price_parser_accepts_exactly_the_valid_files` (at 50000 cases):
+/// serde took a positional array `[input, output, cache_read]` for a price.
+#[test]
+fn regression_a_price_must_name_its_fields() {
+    for text in [r#"{"a": [0, 0, null]}"#, r#"{"a": [2.5, 10, 1.25]}"#] {
+        let e = PriceTable::default().with_overrides("p.json", text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("p.json") && e.contains("model 'a'") && e.contains("expected an object"), "{text}: {e}");
+    }
+}

@@ -490,6 +490,7 @@ fn hostile_price_files_are_refused_naming_the_file_and_model() {
         ("missing.json", r#"{"gpt-4o": {"input": 2.5}}"#, "missing field `output`"),
         ("extra.json", r#"{"gpt-4o": {"input": 2.5, "output": 10, "discount": 0.5}}"#, "unknown field"),
         ("not-object.json", r#"{"gpt-4o": [2.5, 10]}"#, "model 'gpt-4o'"),
+        ("positional.json", r#"{"gpt-4o": [2.5, 10, 1.25]}"#, "expected an object"),
         ("array.json", r#"[{"gpt-4o": {"input": 2.5, "output": 10}}]"#, "not valid"),
         ("empty.json", "", "not valid"),
         ("garbage.json", "\u{0}\u{1}\u{2}binary", "not valid"),

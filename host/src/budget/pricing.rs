@@ -133,6 +133,17 @@ fn price_field(path: &str, model: &str, field: &'static str, usd: f64) -> Result
     })
 }
 
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// A JSON object's entries in file order with duplicates kept (a map keeps
 /// only one of them, silently).
 struct Entries(Vec<(String, serde_json::Value)>);
@@ -168,6 +179,11 @@ impl PriceTable {
         for (model, value) in entries {
             if !seen.insert(model.to_lowercase()) {
                 return Err(PriceError::Invalid { path: path.into(), detail: format!("model '{model}' is listed twice (model names are case-insensitive)") });
+            }
+            // serde would also take a positional array ([input, output, cache_read]):
+            // too easy to write in the wrong order, so only the named form.
+            if !value.is_object() {
+                return Err(PriceError::Invalid { path: path.into(), detail: format!("model '{model}': expected an object {{\"input\": ..., \"output\": ...}}, got {}", json_kind(&value)) });
             }
             let e: PriceEntry = serde_json::from_value(value)
                 .map_err(|err| PriceError::Invalid { path: path.into(), detail: format!("model '{model}': {err}") })?;
