@@ -18,6 +18,9 @@ pub struct AuditLog {
     identity: Vec<u8>,
     /// The line being written, reused: an event costs no allocation of its own.
     line: Vec<u8>,
+    /// Whole lines held back by [`AuditLog::hold`], written by one `write`.
+    held: Vec<u8>,
+    holding: bool,
 }
 
 /// The keys every line starts with; an event's fields never overwrite them.
@@ -59,7 +62,7 @@ impl AuditLog {
             identity.push(b':');
             serde_json::to_writer(&mut identity, v)?;
         }
-        Ok(AuditLog { file, path: path.to_path_buf(), identity, line: Vec::with_capacity(1024) })
+        Ok(AuditLog { file, path: path.to_path_buf(), identity, line: Vec::with_capacity(1024), held: Vec::new(), holding: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -79,11 +82,34 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Close the line and write it. One `write` per line, so a crash leaves at
-    /// worst a missing line, never half of one followed by more.
+    /// Close the line and write it (or hold it). One `write` per line or per
+    /// held group, so a crash leaves at worst missing lines, never half of one.
     fn finish_line(&mut self) -> Result<()> {
         self.line.extend_from_slice(b"}\n");
+        if self.holding {
+            self.held.extend_from_slice(&self.line);
+            return Ok(());
+        }
         self.file.write_all(&self.line).with_context(|| format!("cannot write audit log {}", self.path.display()))
+    }
+
+    /// Hold the following lines in memory until [`AuditLog::release`]: one LLM
+    /// call's lines (its hooks' decisions and its own line) go to the file in
+    /// one `write`, which is most of the log's cost per call (BENCHMARKS.md).
+    /// A crash in between loses that call's lines, as it would its own line.
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Write what was held, in one `write`, and stop holding.
+    pub fn release(&mut self) -> Result<()> {
+        self.holding = false;
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.held).with_context(|| format!("cannot write audit log {}", self.path.display()));
+        self.held.clear();
+        r
     }
 
     /// Append one event. `fields` must be a JSON object; its keys follow the
@@ -123,11 +149,18 @@ impl AuditLog {
 
     /// Make everything written so far durable (at the end and on interrupts).
     pub fn sync(&mut self) -> Result<()> {
+        self.release()?;
         match self.file.sync_data() {
             // `--log /dev/null` (or another device): there is nothing to make durable.
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput && !self.file.metadata().map(|m| m.is_file()).unwrap_or(true) => Ok(()),
             r => r.with_context(|| format!("cannot sync audit log {}", self.path.display())),
         }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }
 
@@ -180,6 +213,25 @@ mod tests {
         );
         assert_eq!(lines[1].as_object().unwrap().len(), 4);
         assert!(text.starts_with("{\"timestamp\":\""), "identity first: {text}");
+    }
+
+    #[test]
+    fn held_lines_are_written_together_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.jsonl");
+        let mut log = AuditLog::open(&p, "r", "a").unwrap();
+        log.event("first", serde_json::json!({})).unwrap();
+        log.hold();
+        log.event("decision", serde_json::json!({"n": 1})).unwrap();
+        log.event("call", serde_json::json!({"n": 2})).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1, "held lines wait");
+        log.release().unwrap();
+        log.event("after", serde_json::json!({})).unwrap();
+        log.hold();
+        log.event("at-drop", serde_json::json!({})).unwrap();
+        drop(log);
+        let names: Vec<String> = std::fs::read_to_string(&p).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_string()).collect();
+        assert_eq!(names, ["first", "decision", "call", "after", "at-drop"], "dropping the log writes what it held");
     }
 
     #[test]

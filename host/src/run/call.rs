@@ -192,7 +192,19 @@ impl HostState {
         self.shared.audit(|a| a.event("llm_call_refused", json!({"operation": operation, "cycle": cycle, "reason": reason, "detail": detail})));
     }
 
+    /// `llm.complete`: the call's log lines (hook decisions, the call, its
+    /// warnings) are held and written together when it returns, whatever the path.
     pub async fn complete(&mut self, req: types::CompletionRequest, fuel_used: u64) -> CallResult {
+        self.shared.audit(|a| {
+            a.hold();
+            Ok(())
+        });
+        let r = self.complete_held(req, fuel_used).await;
+        self.shared.audit(|a| a.release());
+        r
+    }
+
+    async fn complete_held(&mut self, req: types::CompletionRequest, fuel_used: u64) -> CallResult {
         let shared = self.shared.clone();
         let cfg = &shared.config;
         let fuel_delta = fuel_used.saturating_sub(self.fuel_at_last_call);
