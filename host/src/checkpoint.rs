@@ -120,6 +120,24 @@ struct StateLine<'a> {
     state_sha256: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// Append `<start>,"state_b64":"..."[,"state_sha256":"..."]}` and a newline:
+/// the same bytes serde writes for `Line::Agent`/`Line::Hook` (tested), with
+/// the base64 encoded in place, not built as a string and scanned for escapes.
+fn state_line(body: &mut Vec<u8>, start: &str, state: &[u8], sha256: Option<&str>) {
+    body.extend_from_slice(start.as_bytes());
+    body.extend_from_slice(b",\"state_b64\":\"");
+    let at = body.len();
+    body.resize(at + base64::encoded_len(state.len(), true).expect("a capped state's base64 fits in memory"), 0);
+    b64().encode_slice(state, &mut body[at..]).expect("sized above");
+    body.push(b'"');
+    if let Some(sha) = sha256 {
+        body.extend_from_slice(b",\"state_sha256\":\"");
+        body.extend_from_slice(sha.as_bytes());
+        body.push(b'"');
+    }
+    body.extend_from_slice(b"}\n");
+}
+
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
@@ -136,27 +154,24 @@ impl Checkpoint {
         if self.agent_state.len() > MAX_SNAPSHOT {
             return Err(CheckpointError::SnapshotTooLarge { what: "the agent".into(), size: self.agent_state.len() });
         }
-        let mut records = vec![
-            Line::Header(self.header.clone()),
-            Line::Budget(self.budget.clone()),
-            Line::Agent {
-                cycle: self.cycle,
-                state_b64: b64().encode(&self.agent_state),
-                state_sha256: hex::encode(Sha256::digest(&self.agent_state)),
-            },
-        ];
         for (index, s) in self.hook_states.iter().enumerate() {
             if s.len() > MAX_SNAPSHOT {
                 return Err(CheckpointError::SnapshotTooLarge { what: format!("hook {index}"), size: s.len() });
             }
-            records.push(Line::Hook { index, state_b64: b64().encode(s) });
         }
-        let mut body = Vec::with_capacity(self.agent_state.len() * 4 / 3 + 4096);
-        for r in &records {
-            serde_json::to_writer(&mut body, r).expect("checkpoint records serialise");
+        let states: usize = self.hook_states.iter().map(Vec::len).sum::<usize>() + self.agent_state.len();
+        let mut body = Vec::with_capacity(states * 4 / 3 + 4096);
+        for r in [Line::Header(self.header.clone()), Line::Budget(self.budget.clone())] {
+            serde_json::to_writer(&mut body, &r).expect("checkpoint records serialise");
             body.push(b'\n');
         }
-        let trailer = Line::Trailer { sha256: hex::encode(Sha256::digest(&body)), lines: records.len() };
+        let sha = hex::encode(Sha256::digest(&self.agent_state));
+        state_line(&mut body, &format!("{{\"kind\":\"agent\",\"cycle\":{}", self.cycle), &self.agent_state, Some(&sha));
+        for (index, s) in self.hook_states.iter().enumerate() {
+            state_line(&mut body, &format!("{{\"kind\":\"hook\",\"index\":{index}"), s, None);
+        }
+        let records = 3 + self.hook_states.len();
+        let trailer = Line::Trailer { sha256: hex::encode(Sha256::digest(&body)), lines: records };
         serde_json::to_writer(&mut body, &trailer).expect("checkpoint records serialise");
         body.push(b'\n');
         readable_size(body.len())?;
@@ -345,6 +360,18 @@ mod tests {
         let mut gz = GzEncoder::new(Vec::new(), Compression::default());
         gz.write_all(body).unwrap();
         gz.finish().unwrap()
+    }
+
+    #[test]
+    fn state_lines_are_what_serde_writes() {
+        let mut body = Vec::new();
+        state_line(&mut body, "{\"kind\":\"agent\",\"cycle\":7", b"st\x00ate", Some("abc"));
+        state_line(&mut body, "{\"kind\":\"hook\",\"index\":2", b"", None);
+        let mut want = serde_json::to_vec(&Line::Agent { cycle: 7, state_b64: b64().encode(b"st\x00ate"), state_sha256: "abc".into() }).unwrap();
+        want.push(b'\n');
+        want.extend(serde_json::to_vec(&Line::Hook { index: 2, state_b64: String::new() }).unwrap());
+        want.push(b'\n');
+        assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(want).unwrap());
     }
 
     #[test]
