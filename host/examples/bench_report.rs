@@ -74,6 +74,7 @@ fn main() {
         ("start/first_start_compile".into(), "first start: compile + link + instantiate", None, ""),
         ("start/start_from_cache".into(), "start from compiled cache: load + link + instantiate", None, ""),
         ("start/instantiate_from_template".into(), "instantiate from template (InstancePre)", Some(50_000.0), ""),
+        ("start/instantiate_and_drop".into(), "instantiate from template, then drop the agent", None, ""),
         (ck("encode", "100KiB"), "checkpoint encode 100 KiB (no file)", None, ""),
         (ck("save_durable", "100KiB"), "checkpoint save 100 KiB, durable", Some(2e6), "seed: 22–27 ms"),
         (ck("load_verify", "100KiB"), "checkpoint load+verify 100 KiB", Some(0.5e6), ""),
@@ -131,7 +132,7 @@ fn main() {
         println!("| per call: cost of the 2 hooks (full − no hooks) | {} | | | | | |", human(full - bare));
     }
     if let Some((with, without)) = pair("call/no_hooks_log".into(), "call/no_hooks_no_log") {
-        println!("| per call: cost of writing the log line to a file (log − /dev/null) | {} | | | | | |", human(with - without));
+        println!("| per call: cost of writing the call's log lines to a file, one write (log − /dev/null) | {} | | | | | |", human(with - without));
     }
     if let Some(e) = estimate("call/full_2_hooks_log") {
         println!("| seed's Python bookkeeping (2.1–2.7 µs) / our full path, per call | {:.2}–{:.2} (above 1: we are faster) | | | | | |", 2100.0 / e.median, 2700.0 / e.median);

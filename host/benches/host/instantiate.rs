@@ -6,13 +6,14 @@
 //!   on-disk cache (checksum + `Component::deserialize`) instead of compiling;
 //! `instantiate_from_template`: a new store and an instance from the
 //!   pre-instantiated template (`InstancePre`) — the per-agent cost once the
-//!   component is loaded.
+//!   component is loaded; `instantiate_and_drop`: the same plus dropping it
+//!   (unmapping its memory), the whole life of an idle agent.
 
 use crate::common::{cache_dir, plugin, runtime, scratch, Standalone};
 use budget_host::bindings::agent::AgentPre;
 use budget_host::engine::{self, Compiler, PluginFile, World};
 use budget_host::run;
-use criterion::{black_box, Criterion};
+use criterion::{black_box, BatchSize, Criterion};
 use std::cell::OnceCell;
 use std::path::Path;
 use std::time::Duration;
@@ -50,6 +51,11 @@ pub fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(start(&cached, sa, &path)))
     });
 
-    g.bench_function("instantiate_from_template", |b| b.iter(|| black_box(rt.block_on(sa().instantiate()))));
+    // The target is the start: the agent (store, instance) is dropped outside
+    // the timing, as `iter_batched` does. The second row adds its teardown.
+    g.bench_function("instantiate_from_template", |b| {
+        b.iter_batched(|| (), |()| rt.block_on(sa().instantiate()), BatchSize::PerIteration)
+    });
+    g.bench_function("instantiate_and_drop", |b| b.iter(|| black_box(rt.block_on(sa().instantiate()))));
     g.finish();
 }
