@@ -29,7 +29,7 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn shared_fixture(name: &str) -> PathBuf {
-    root().join("../shared/fixtures/openai-compatible").join(name)
+    root().join("tests/fixtures/openai-compatible").join(name)
 }
 
 /// A plugin component built by `make plugins` (never committed).

@@ -17,7 +17,7 @@ use llm_local::{
 const LLAMA_CPP_TOK_S: f64 = 46.7;
 const DECODE_TOKENS: u32 = 64;
 
-/// The prompt of ../shared/fixtures/openai-compatible/request-length.json (36 tokens with
+/// The prompt of tests/fixtures/openai-compatible/request-length.json (36 tokens with
 /// the default system prompt); greedy decoding runs well past 65 tokens on it.
 fn prompt() -> Vec<ChatMessage> {
     vec![ChatMessage::new(

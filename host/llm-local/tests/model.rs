@@ -2,7 +2,7 @@
 //!
 //! Tests that need the model fail, not skip, when it is missing: the panic message is
 //! the how-to-get-it line. Expected counts and texts come from llama.cpp's server on the
-//! same file: ../shared/fixtures/openai-compatible/{request,response}-{basic,length}.*
+//! same file: tests/fixtures/openai-compatible/{request,response}-{basic,length}.*
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

@@ -24,7 +24,7 @@ mod tests {
 
     #[test]
     fn bound_covers_llama_cpp_counts() {
-        // ../shared/fixtures: llama.cpp counted 35 and 36 prompt tokens for these.
+        // tests/fixtures/openai-compatible: llama.cpp counted 35 and 36 prompt tokens for these.
         let basic = ["You are a concise essay writer.", "Write one short introduction sentence for an essay about the history of AI."];
         assert!(input_token_bound(basic) >= 35);
         assert!(input_token_bound(["Explain machine learning in detail."]) >= 36);

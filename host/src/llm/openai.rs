@@ -117,7 +117,7 @@ mod tests {
 
     /// The body of a recorded `.http` fixture (after the blank line).
     fn fixture_body(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../shared/fixtures/openai-compatible/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../tests/fixtures/openai-compatible/{name}", env!("CARGO_MANIFEST_DIR"));
         let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         raw.split_once("\n\n").or_else(|| raw.split_once("\r\n\r\n")).unwrap().1.trim_end().as_bytes().to_vec()
     }
