@@ -132,3 +132,52 @@ fn a_team_resumes_every_unfinished_agent() {
     let spent = s["spent_nanos"].as_u64().unwrap();
     assert!(spent > spent_before && spent <= 1_000_000_000);
 }
+
+/// One Ctrl+C reaches every agent of a team: each finishes the step it is in
+/// and checkpoints, the manifest lists them as interrupted, and resuming the
+/// manifest runs them all to the end within the new total.
+#[test]
+fn ctrl_c_stops_every_agent_and_the_team_resumes() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let server = Server::start(vec![Canned::from_fixture(&shared_fixture("response-basic.http")).delayed(300)]);
+    let dir = tempdir();
+    let f = team_file(dir.path(), &[("alpha", "share = 0.5"), ("beta", "share = 0.5")], "");
+    let mut c = host();
+    c.arg("run").arg("--team").arg(&f).arg("--checkpoint-dir").arg(dir.path().join("ck"));
+    c.args(["--provider", "openai", "--base-url"]).arg(format!("{}/v1", server.url)).args(["--budget", "1", "--json"]);
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Both agents are under way (each call takes 300 ms): then one SIGINT.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.requests().len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(SIGNAL), "stderr:\n{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let agents = s["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2);
+    for a in agents {
+        assert_eq!(a["stop_reason"]["source"], "signal", "{a}");
+        assert_eq!(a["stop_reason"]["mode"], "graceful", "{a}");
+        let cycles = a["cycles"].as_u64().unwrap();
+        assert!((1..10).contains(&cycles), "stopped after a finished step, before the end: {a}");
+        assert!(a["checkpoint"].as_str().is_some_and(|p| std::path::Path::new(p).exists()), "{a}");
+    }
+    let manifest = dir.path().join("ck/team_manifest.json");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert!(m["agents"].as_array().unwrap().iter().all(|a| a["status"] == "interrupted"), "{m}");
+    let spent_before = s["spent_nanos"].as_u64().unwrap();
+
+    let r = run(host().arg("resume").arg(&manifest).args(["--budget", "1", "--json"]));
+    r.assert_code(0);
+    let s = r.json();
+    for a in s["agents"].as_array().unwrap() {
+        assert_eq!(a["status"], "completed", "{a}");
+    }
+    let spent = s["spent_nanos"].as_u64().unwrap();
+    assert!(spent > spent_before && spent <= 1_000_000_000, "{spent_before} then {spent}");
+}
