@@ -31,6 +31,14 @@ fn chaos_openai(dir: &Path, server: &Server, task: &str, budget: &str) -> std::p
 }
 
 /// A chat completion body with the given usage JSON (`""`: none at all).
+/// The chaos agent on the scripted mini essay, $1, `--json`.
+fn chaos_scripted(dir: &Path, task: &str) -> std::process::Command {
+    let mut c = host();
+    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir).args(["--task", task]);
+    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json")).args(["--budget", "1", "--json"]);
+    c
+}
+
 fn completion(usage: &str) -> String {
     let usage = if usage.is_empty() { String::new() } else { format!(r#","usage":{usage}"#) };
     format!(r#"{{"model":"gpt-4o-mini","choices":[{{"message":{{"role":"assistant","content":"A paragraph."}},"finish_reason":"stop"}}]{usage}}}"#)
@@ -549,10 +557,8 @@ fn a_snapshot_over_the_cap_stops_the_run_keeping_the_previous_checkpoint() {
     // The cap is lowered to 16 MiB so the test needs no gigabyte: a 1 GB
     // snapshot takes the same path against the default 256 MiB cap.
     let dir = tempdir();
-    let mut c = host();
-    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", "big-snapshot:3"]);
-    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
-    c.args(["--budget", "1", "--json", "--memory-mb", "1024", "--max-snapshot-mb", "16", "--checkpoint-every", "1"]);
+    let mut c = chaos_scripted(dir.path(), "big-snapshot:3");
+    c.args(["--memory-mb", "1024", "--max-snapshot-mb", "16", "--checkpoint-every", "1"]);
     let r = run(&mut c);
     r.assert_code(FAILURE);
     let s = r.json();
@@ -577,10 +583,8 @@ fn a_snapshot_over_the_cap_stops_the_run_keeping_the_previous_checkpoint() {
 #[test]
 fn a_snapshot_over_128_mib_within_the_cap_is_kept() {
     let dir = tempdir();
-    let mut c = host();
-    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", "big-snapshot:2"]);
-    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
-    c.args(["--budget", "1", "--json", "--memory-mb", "1024", "--max-cycles", "2"]);
+    let mut c = chaos_scripted(dir.path(), "big-snapshot:2");
+    c.args(["--memory-mb", "1024", "--max-cycles", "2"]);
     let r = run(&mut c);
     r.assert_code(0);
     let s = r.json();
@@ -759,10 +763,8 @@ fn every_adversarial_guest_leaves_the_last_completed_cycle_resumable() {
     ];
     for (task, extra, code, want) in cases {
         let dir = tempdir();
-        let mut c = host();
-        c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", task]);
-        c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json"));
-        c.args(["--budget", "1", "--json", "--checkpoint-every", "1"]).args(*extra);
+        let mut c = chaos_scripted(dir.path(), task);
+        c.args(["--checkpoint-every", "1"]).args(*extra);
         let started = Instant::now();
         let r = run(&mut c);
         assert!(started.elapsed() < Duration::from_secs(120), "{task}: hung");
