@@ -154,11 +154,6 @@ impl Checkpoint {
         if self.agent_state.len() > MAX_SNAPSHOT {
             return Err(CheckpointError::SnapshotTooLarge { what: "the agent".into(), size: self.agent_state.len() });
         }
-        for (index, s) in self.hook_states.iter().enumerate() {
-            if s.len() > MAX_SNAPSHOT {
-                return Err(CheckpointError::SnapshotTooLarge { what: format!("hook {index}"), size: s.len() });
-            }
-        }
         let states: usize = self.hook_states.iter().map(Vec::len).sum::<usize>() + self.agent_state.len();
         let mut body = Vec::with_capacity(states * 4 / 3 + 4096);
         for r in [Line::Header(self.header.clone()), Line::Budget(self.budget.clone())] {
@@ -168,6 +163,9 @@ impl Checkpoint {
         let sha = hex::encode(Sha256::digest(&self.agent_state));
         state_line(&mut body, &format!("{{\"kind\":\"agent\",\"cycle\":{}", self.cycle), &self.agent_state, Some(&sha));
         for (index, s) in self.hook_states.iter().enumerate() {
+            if s.len() > MAX_SNAPSHOT {
+                return Err(CheckpointError::SnapshotTooLarge { what: format!("hook {index}"), size: s.len() });
+            }
             state_line(&mut body, &format!("{{\"kind\":\"hook\",\"index\":{index}"), s, None);
         }
         let records = 3 + self.hook_states.len();
