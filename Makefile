@@ -44,6 +44,8 @@ demo: setup model build rust-plugins
 
 test: setup model plugins polyglot-test report-deps redis-deps
 	$(CARGO) test -p host -p llm-local
+	@# The embedding example (README "Embed it"): an agent run from Rust in ~20 lines.
+	$(CARGO) run --quiet -p host --example embed
 
 # Property fuzzing of every parser of untrusted bytes (checkpoints, price
 # files, provider answers, numeric flags): tests/fuzz.rs, FUZZ_CASES cases per

@@ -11,6 +11,7 @@ mod local;
 mod polyglot;
 mod shared_ledger;
 mod teams;
+mod trust;
 mod reliability;
 mod report;
 mod util;

@@ -49,7 +49,7 @@ fn real_checkpoint() -> &'static (Vec<u8>, Checkpoint) {
         let r = run(&mut c);
         r.assert_code(0);
         let raw = std::fs::read(r.json()["checkpoint"].as_str().unwrap()).unwrap();
-        let ck = Checkpoint::decode("real", &raw).unwrap();
+        let ck = Checkpoint::decode("real", &raw, None).unwrap();
         assert_eq!(ck.hook_states.len(), 1);
         (raw, ck)
     })
@@ -148,7 +148,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 const SENSITIVE: &[&str] = &[
     "sha256", "state_sha256", "cycle", "format", "spent", "limit", "calls", "cost", "fuel_used", "fuel_limit", "index", "lines",
-    "thresholds", "fired", "input_tokens", "output_tokens", "hooks", "path", "settings", "interrupt", "state_b64",
+    "thresholds", "fired", "input_tokens", "output_tokens", "hooks", "path", "spec", "interrupt", "state_b64", "name", "budget",
+    "max_cycles", "memory_bytes", "prices", "warn", "agent_name", "script", "timeout", "lease",
 ];
 
 fn set_field(v: &mut Value, name: &str, to: &Value) {
@@ -215,11 +216,10 @@ fn apply(lines: &mut Vec<Value>, m: &Mutation) {
 /// What every accepted checkpoint must satisfy, and what must not panic on it.
 fn accepted_checkpoint_is_sound(c: &Checkpoint) {
     let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    assert!(hex64(&c.header.agent.sha256), "agent sha256 {:?}", c.header.agent.sha256);
-    for h in &c.header.hooks {
-        assert!(hex64(&h.sha256), "hook sha256 {:?}", h.sha256);
+    for p in c.header.spec.plugins() {
+        assert!(p.sha256.as_deref().is_none_or(hex64), "plugin sha256 {:?}", p.sha256);
     }
-    assert_eq!(c.hook_states.len(), c.header.hooks.len());
+    assert_eq!(c.hook_states.len(), c.header.spec.hooks.len());
     let l = &c.budget.ledger;
     assert!(l.spent <= l.limit);
     budget_host::budget::Ledger::from_state(l).expect("an accepted ledger rebuilds");
@@ -227,18 +227,20 @@ fn accepted_checkpoint_is_sound(c: &Checkpoint) {
     let _ = budget_host::report::operations_detail(l);
     // What `host inspect` shows of it, both ways.
     let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), c.encode().expect("an accepted checkpoint re-encodes")).unwrap();
-    budget_host::resume::inspect(f.path(), true).unwrap();
-    budget_host::resume::inspect(f.path(), false).unwrap();
+    std::fs::write(f.path(), c.encode(None).expect("an accepted checkpoint re-encodes")).unwrap();
+    budget_host::resume::inspect(f.path(), true, None).unwrap();
+    budget_host::resume::inspect(f.path(), false, None).unwrap();
     // And it reads back as itself (serde_json may move an arbitrary float in
-    // the recorded settings or thresholds by one ulp: compare those loosely).
+    // the recorded thresholds or temperature by one ulp: compare those loosely).
     let loose = |c: &Checkpoint| {
         let mut c = c.clone();
-        c.header.settings = Value::Null;
-        c.budget.ledger.thresholds = c.budget.ledger.thresholds.iter().map(|t| (t * 1e9).round()).collect();
+        let round = |t: &f64| (t * 1e9).round();
+        c.header.spec.warn = c.header.spec.warn.iter().map(round).collect();
+        c.header.spec.temperature = c.header.spec.temperature.map(|t| (t * 1e3).round());
+        c.budget.ledger.thresholds = c.budget.ledger.thresholds.iter().map(round).collect();
         c
     };
-    assert_eq!(loose(&Checkpoint::decode("again", &c.encode().unwrap()).unwrap()), loose(c));
+    assert_eq!(loose(&Checkpoint::decode("again", &c.encode(None).unwrap(), None).unwrap()), loose(c));
 }
 
 proptest! {
@@ -248,7 +250,7 @@ proptest! {
     #[test]
     fn checkpoint_reader_survives_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096), zip in any::<bool>()) {
         let raw = if zip { gzip(&bytes) } else { bytes };
-        if let Ok(c) = Checkpoint::decode("fuzz", &raw) {
+        if let Ok(c) = Checkpoint::decode("fuzz", &raw, None) {
             accepted_checkpoint_is_sound(&c);
         }
     }
@@ -271,7 +273,7 @@ proptest! {
                 _ => {}
             }
         }
-        if let Ok(c) = Checkpoint::decode("fuzz", &raw) {
+        if let Ok(c) = Checkpoint::decode("fuzz", &raw, None) {
             prop_assert_eq!(&c, original);
         }
     }
@@ -291,7 +293,7 @@ proptest! {
             }
             apply(&mut lines, m);
         }
-        match Checkpoint::decode("forged", &reseal(&lines)) {
+        match Checkpoint::decode("forged", &reseal(&lines), None) {
             Ok(c) => accepted_checkpoint_is_sound(&c),
             Err(e) => prop_assert!(e.to_string().contains("forged"), "the error names the file: {e}"),
         }
@@ -402,10 +404,10 @@ proptest! {
     /// Any text as a duration or warning thresholds: refused, or in range.
     #[test]
     fn duration_and_warn_parsers_refuse_or_bound(text in prop_oneof!["\\PC{0,30}", "[-+]?[0-9.eE]{0,12}(ms|s|m|h|x)?"]) {
-        if let Ok(d) = budget_host::cli::parse_duration(&text) {
+        if let Ok(d) = budget_host::spec::parse_duration(&text) {
             prop_assert!(!d.is_zero() && d.as_secs() <= 365 * 86400, "{text:?} -> {d:?}");
         }
-        if let Ok(w) = budget_host::cli::parse_warn(&text) {
+        if let Ok(w) = budget_host::spec::parse_warn(&text) {
             prop_assert!(w.iter().all(|t| t.is_finite() && *t > 0.0 && *t <= 1.0), "{text:?} -> {w:?}");
         }
     }
@@ -481,7 +483,7 @@ fn regression_plugin_hashes_in_checkpoints_are_hex_digests() {
     let dir = tempdir();
     for (what, field) in [("hook", "hooks"), ("agent", "agent")] {
         let mut lines = real_lines();
-        set_field(&mut lines[0][field], "sha256", &json!("0123456789aé-not-a-digest"));
+        set_field(&mut lines[0]["spec"][field], "sha256", &json!("0123456789aé-not-a-digest"));
         let p = dir.path().join(format!("{what}.jsonl.gz"));
         std::fs::write(&p, reseal(&lines)).unwrap();
         for cmd in ["inspect", "resume"] {

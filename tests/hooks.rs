@@ -99,10 +99,11 @@ fn faulty_hooks_fail_closed_naming_the_hook() {
     ] {
         let dir = tempdir();
         let r = run(with_hook(dir.path(), "essay-mini.json", "1", "chaos-hook", config).args(["--hook-fuel", fuel]));
-        r.assert_code(HOOK);
+        r.assert_code(HOOK_FAILED);
         let s = r.json();
         let msg = s["stop_reason"]["message"].as_str().unwrap();
         assert!(msg.contains("hook 'chaos-hook'") && msg.contains(want), "{config}: {msg}");
+        assert_eq!(s["stop_reason"]["source"], "hook_failed", "{config}: a failure, not a policy");
         assert!(s["calls"].as_u64().unwrap() <= 1, "{config}: no spending after the failure");
         let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
         assert!(!events(&log, "hook_failure").is_empty());
@@ -113,7 +114,7 @@ fn faulty_hooks_fail_closed_naming_the_hook() {
 fn a_looping_hook_is_stopped_by_its_time_limit() {
     let dir = tempdir();
     let r = run(with_hook(dir.path(), "essay-mini.json", "1", "chaos-hook", "loop@before").args(["--hook-fuel", "100000000000", "--hook-timeout-ms", "200"]));
-    r.assert_code(HOOK);
+    r.assert_code(HOOK_FAILED);
     assert!(r.json()["stop_reason"]["message"].as_str().unwrap().contains("time limit"));
 }
 
@@ -160,10 +161,16 @@ fn validate_and_precompile() {
     let mut c = host();
     c.arg("validate").arg(&core);
     run(&mut c).assert_code(USAGE);
-    let out = dir.path().join("agent.cwasm");
+    // Precompiling fills the sealed cache only: there is no artifact file to
+    // hand around (loading one would be loading native code).
+    let cache = dir.path().join("cache");
     let mut c = host();
-    c.arg("precompile").arg(plugin("essay-agent")).arg("-o").arg(&out);
+    c.env("BUDGET_HOST_CACHE", &cache).arg("precompile").arg(plugin("essay-agent"));
     let r = run(&mut c);
     r.assert_code(0);
-    assert!(out.metadata().unwrap().len() > 1000);
+    assert!(r.stdout.contains("compiled into the cache"), "{}", r.stdout);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "one sealed entry");
+    let mut c = host();
+    c.arg("precompile").arg(plugin("essay-agent")).arg("-o").arg(dir.path().join("agent.cwasm"));
+    run(&mut c).assert_code(USAGE);
 }

@@ -157,11 +157,11 @@ fn js_token_cap_lowers_max_tokens_on_an_expensive_model() {
 fn js_token_cap_denies_a_deny_listed_model() {
     let dir = tempdir();
     let r = run(essay_with(dir.path(), "essay-mini.json", "1", &[(TOKEN_CAP_JS, "deny=claude-opus*")]).args(["--model", "claude-opus-4-5"]));
-    // The Rust essay agent treats a denied call as a failed step.
-    r.assert_code(FAILURE);
+    // The Rust essay agent's step fails on the denied call: the hook stopped the run.
+    r.assert_code(HOOK);
     let s = r.json();
     assert_eq!((s["calls"].as_u64(), s["spent_nanos"].as_u64()), (Some(0), Some(0)));
-    assert_eq!(s["stop_reason"]["source"], "error");
+    assert_eq!(s["stop_reason"]["source"], "hook");
     assert!(message(&s).contains("hook 'hook-token-cap-js'") && message(&s).contains("claude-opus-4-5 is deny-listed"), "{s}");
     let log = log_in(dir.path());
     assert!(events(&log, "llm_call").is_empty());
@@ -171,7 +171,7 @@ fn js_token_cap_denies_a_deny_listed_model() {
     assert_eq!(refused[0]["operation"], "llm_call_cycle_1");
     assert!(refused[0]["detail"].as_str().unwrap().starts_with("hook 'hook-token-cap-js': "), "{}", refused[0]);
     assert_eq!(decisions(&log, TOKEN_CAP_JS, "before-call"), ["deny: token-cap: model claude-opus-4-5 is deny-listed"]);
-    assert_eq!(events(&log, "interrupt")[0]["source"], "error");
+    assert_eq!(events(&log, "interrupt")[0]["source"], "hook");
     assert_eq!(emitted(&log, TOKEN_CAP_JS, "token_cap_summary")[0]["denied"], 1);
 
     // The same hook lets a model that is not on the list through.
@@ -236,10 +236,12 @@ fn py_spend_rate_interrupts_and_its_window_survives_resume() {
 fn c_op_cap_denies_a_call_over_its_operation_cap() {
     let dir = tempdir();
     let r = run(&mut essay_with(dir.path(), "essay-mini.json", "1", &[(OP_CAP_C, "llm_call_cycle_3=0")]));
-    r.assert_code(FAILURE);
+    // A deliberate deny that stops the run reads as the hook's, not as a crash.
+    r.assert_code(HOOK);
     let s = r.json();
     assert_eq!(s["calls"], 2);
-    assert!(message(&s).contains("hook 'hook-op-cap-c'"), "{s}");
+    assert_eq!(s["stop_reason"]["source"], "hook");
+    assert!(message(&s).contains("hook 'hook-op-cap-c' denied a call: op-cap: "), "{s}");
     let log = log_in(dir.path());
     assert_eq!(operations(&log), cycle_ops(1..=2));
     let refused = events(&log, "llm_call_refused");
@@ -267,7 +269,8 @@ fn c_op_cap_denies_a_call_over_its_operation_cap() {
     assert!(spent["llm_call_cycle_2"].as_f64().unwrap() > 0.01, "{spent}");
 
     let r = resume(&s["checkpoint"], "1.0");
-    r.assert_code(FAILURE);
+    // The deny stopped the run (the agent's step failed on it): the hook's stop, exit 6.
+    r.assert_code(HOOK);
     let log = log_in(dir.path());
     let seg = last_segment(&log);
     assert!(operations(seg).is_empty(), "no call after the resume: {:?}", operations(seg));

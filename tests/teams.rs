@@ -172,7 +172,8 @@ fn ctrl_c_stops_every_agent_and_the_team_resumes() {
     assert!(m["agents"].as_array().unwrap().iter().all(|a| a["status"] == "interrupted"), "{m}");
     let spent_before = s["spent_nanos"].as_u64().unwrap();
 
-    let r = run(host().arg("resume").arg(&manifest).args(["--budget", "1", "--json"]));
+    // Endpoints come from the resume's own flags, never from the files it reads.
+    let r = run(host().arg("resume").arg(&manifest).args(["--budget", "1", "--json", "--base-url"]).arg(format!("{}/v1", server.url)));
     r.assert_code(0);
     let s = r.json();
     for a in s["agents"].as_array().unwrap() {

@@ -18,6 +18,9 @@ pub const BUDGET: i32 = 3;
 pub const FUEL: i32 = 4;
 pub const TIMEOUT: i32 = 5;
 pub const HOOK: i32 = 6;
+pub const HOOK_FAILED: i32 = 7;
+pub const OVERRUN: i32 = 8;
+pub const REPLAY_DIVERGED: i32 = 9;
 pub const SIGNAL: i32 = 130;
 
 pub fn root() -> PathBuf {

@@ -105,7 +105,6 @@ impl PluginFile {
 pub struct Compiler {
     engine: Engine,
     cache_dir: Option<PathBuf>,
-    integrity: crate::integrity::Integrity,
 }
 
 /// Where compiled artifacts live: `$BUDGET_HOST_CACHE`, else `$XDG_CACHE_HOME/budget-host`,
@@ -122,14 +121,12 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 impl Compiler {
     pub fn new(engine: Engine, cache_dir: Option<PathBuf>) -> Self {
-        Compiler { engine, cache_dir, integrity: Default::default() }
+        Compiler { engine, cache_dir }
     }
 
-    /// Refuse plugins whose bytes lack the expected sha256 (`--expect-sha256`,
-    /// `--lock`): checked in `load` before the cache or Cranelift sees them.
-    pub fn with_integrity(mut self, integrity: crate::integrity::Integrity) -> Self {
-        self.integrity = integrity;
-        self
+    /// The cache directory, if any.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -153,9 +150,9 @@ impl Compiler {
         Some(self.cache_dir.as_ref()?.join(self.key(sha256)))
     }
 
-    /// Compile (or load from cache) and return the component and whether the cache hit.
+    /// Compile (or load from cache) and return the component and whether the
+    /// cache hit. The caller checks the plugin's pin first.
     pub fn load(&self, plugin: &PluginFile) -> Result<(Component, bool)> {
-        self.integrity.check(&plugin.path, &plugin.sha256)?;
         let path = self.artifact_path(&plugin.sha256);
         if let Some(p) = &path {
             if let Some(c) = self.load_cached(p) {
@@ -199,13 +196,6 @@ impl Compiler {
         write_atomic(path, &seal(&key, &component.serialize()?))
     }
 
-    /// Write an artifact (`host precompile`), sealed like a cache entry for this
-    /// wasm: it loads only under the cache name `self.key(sha256)`.
-    pub fn precompile(&self, plugin: &PluginFile, out: &Path) -> Result<()> {
-        self.integrity.check(&plugin.path, &plugin.sha256)?;
-        let component = Component::new(&self.engine, &plugin.bytes)?;
-        write_atomic(out, &seal(&self.key(&plugin.sha256), &component.serialize()?))
-    }
 }
 
 fn seal_digest(key: &str, body: &[u8]) -> [u8; 32] {
@@ -228,6 +218,39 @@ fn unseal<'a>(key: &str, data: &'a [u8]) -> Option<&'a [u8]> {
 }
 
 pub use crate::durable::write_atomic;
+
+/// A trap's cause and where it happened, on one line: wasmtime's text is the
+/// context "error while executing at wasm backtrace:", the frames, then the
+/// cause. Keeps the cause and the first three frames.
+pub fn trap_reason(text: &str) -> String {
+    let mut frames = Vec::new();
+    let mut cause = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("error while executing at wasm backtrace") || line.starts_with("note:") || line == "Caused by:" {
+            continue;
+        }
+        let is_frame = line.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if is_frame {
+            if frames.len() < 3 {
+                // `0: 0x1234 - name!func` -> `name!func`
+                let f = line.split_once(" - ").map(|(_, f)| f).unwrap_or(line);
+                frames.push(f.to_string());
+            }
+            // The cause may follow the last frame on its line (`{:#}` joins the chain with ': ').
+            if let Some(i) = line.find("wasm trap: ") {
+                cause = Some(line[i..].to_string());
+            }
+        } else {
+            cause = Some(line.trim_start_matches("wasm backtrace:").trim().to_string());
+        }
+    }
+    let cause = cause.unwrap_or_else(|| text.lines().next().unwrap_or("").to_string());
+    if frames.is_empty() {
+        cause
+    } else {
+        format!("{cause} (at {})", frames.join(" < "))
+    }
+}
 
 /// Which of our worlds a component implements, from its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Plugin integrity: the sha256 each plugin file must have, from
-//! `--expect-sha256 HASH` (the agent) or a lock file (every plugin of a run).
+//! `--expect-sha256 HASH` (the agent), a lock file (every plugin of a run) or
+//! a checkpoint (what the run loaded), carried as pins in the `RunSpec`.
 //!
 //! Plugins come from strangers as files. The check runs on the very bytes the
 //! engine is about to compile (no second read, so no window to swap the file)
@@ -14,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The lock file format this host writes and reads.
 pub const LOCK_VERSION: u32 = 1;
 
+/// Why a plugin or a lock file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IntegrityError {
     #[error("{what} '{value}' is not a sha256 (64 hex digits)")]
@@ -36,26 +39,18 @@ pub enum IntegrityError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockFile {
+    /// The lock format ([`LOCK_VERSION`]).
     pub version: u32,
     /// Plugin path (relative to the lock file's directory, or absolute) -> sha256.
     pub plugins: BTreeMap<PathBuf, String>,
 }
 
+/// A lock file's pins, read: `host run --lock` turns them into the spec's pins.
 #[derive(Debug, Clone, PartialEq)]
-struct Pin {
-    /// Canonical when the file existed when the pin was made.
-    path: PathBuf,
-    sha256: String,
-    /// `--expect-sha256` or `lock file <path>`: named in refusals.
-    by: String,
-}
-
-/// The hashes a run's plugins must have. `Integrity::default()` expects nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Integrity {
-    pins: Vec<Pin>,
-    /// With a lock file, a plugin without a pin is refused.
-    lock: Option<String>,
+pub struct LockPins {
+    /// Canonical path (when the file existed) -> sha256.
+    pins: Vec<(PathBuf, String)>,
+    shown: String,
 }
 
 /// `HASH` or `sha256:HASH`, any case: the lowercase hex digest, or an error naming `what`.
@@ -73,56 +68,46 @@ fn identity(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
-impl Integrity {
-    /// Expectations for a run: `--expect-sha256` pins the agent, a lock file pins every plugin.
-    pub fn new(agent: &Path, expect_sha256: Option<&str>, lock: Option<&Path>) -> Result<Integrity, IntegrityError> {
-        let mut it = Integrity::default();
-        if let Some(h) = expect_sha256 {
-            it.pins.push(Pin { path: identity(agent), sha256: parse_sha256("--expect-sha256", h)?, by: "--expect-sha256".into() });
+impl LockPins {
+    /// Read a lock file; relative paths in it are relative to its directory.
+    pub fn read(lock: &Path) -> Result<LockPins, IntegrityError> {
+        let shown = lock.display().to_string();
+        let text = std::fs::read_to_string(lock).map_err(|source| IntegrityError::ReadLock { path: shown.clone(), source })?;
+        let file: LockFile = serde_json::from_str(&text).map_err(|e| IntegrityError::BadLock { path: shown.clone(), detail: e.to_string() })?;
+        if file.version != LOCK_VERSION {
+            return Err(IntegrityError::BadLock { path: shown, detail: format!("version {} (this host reads version {LOCK_VERSION})", file.version) });
         }
-        if let Some(lock) = lock {
-            let shown = lock.display().to_string();
-            let text = std::fs::read_to_string(lock).map_err(|source| IntegrityError::ReadLock { path: shown.clone(), source })?;
-            let file: LockFile = serde_json::from_str(&text).map_err(|e| IntegrityError::BadLock { path: shown.clone(), detail: e.to_string() })?;
-            if file.version != LOCK_VERSION {
-                return Err(IntegrityError::BadLock { path: shown, detail: format!("version {} (this host reads version {LOCK_VERSION})", file.version) });
-            }
-            let base = lock.parent().map(Path::to_path_buf).unwrap_or_default();
-            for (p, h) in &file.plugins {
-                let sha256 = parse_sha256(&format!("lock file {shown}: the hash of {}", p.display()), h)?;
-                it.pins.push(Pin { path: identity(&base.join(p)), sha256, by: format!("lock file {shown}") });
-            }
-            it.lock = Some(shown);
+        let base = lock.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut pins = Vec::new();
+        for (p, h) in &file.plugins {
+            let sha256 = parse_sha256(&format!("lock file {shown}: the hash of {}", p.display()), h)?;
+            pins.push((identity(&base.join(p)), sha256));
         }
-        Ok(it)
+        Ok(LockPins { pins, shown })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.pins.is_empty() && self.lock.is_none()
-    }
-
-    /// Check a plugin's bytes (already hashed to `sha256`) against every pin on its path.
-    pub fn check(&self, path: &Path, sha256: &str) -> Result<(), IntegrityError> {
-        if self.is_empty() {
-            return Ok(());
-        }
+    /// The sha256 the lock gives for the file at `path`, by any spelling of its path.
+    pub fn sha256_of(&self, path: &Path) -> Option<&str> {
         let id = identity(path);
-        let mut pinned = false;
-        for pin in self.pins.iter().filter(|p| p.path == id) {
-            pinned = true;
-            if pin.sha256 != sha256 {
-                return Err(IntegrityError::Mismatch {
-                    path: path.display().to_string(),
-                    actual: sha256.into(),
-                    expected: pin.sha256.clone(),
-                    by: pin.by.clone(),
-                });
-            }
-        }
-        match &self.lock {
-            Some(lock) if !pinned => Err(IntegrityError::NotListed { path: path.display().to_string(), lock: lock.clone() }),
-            _ => Ok(()),
-        }
+        self.pins.iter().find(|(p, _)| *p == id).map(|(_, h)| h.as_str())
+    }
+
+    /// `lock file <path>`, for messages.
+    pub fn by(&self) -> String {
+        format!("lock file {}", self.shown)
+    }
+}
+
+/// Check a plugin's bytes (hashed to `actual`) against its pin, if it has one.
+pub fn check_pin(path: &Path, actual: &str, expected: Option<&str>, by: Option<&str>) -> Result<(), IntegrityError> {
+    match expected {
+        Some(e) if e != actual => Err(IntegrityError::Mismatch {
+            path: path.display().to_string(),
+            actual: actual.into(),
+            expected: e.into(),
+            by: by.unwrap_or("the run's pin").into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -160,21 +145,12 @@ mod tests {
     }
 
     #[test]
-    fn expect_pins_the_agent_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let agent = dir.path().join("a.wasm");
-        let other = dir.path().join("h.wasm");
-        std::fs::write(&agent, b"a").unwrap();
-        std::fs::write(&other, b"h").unwrap();
-        let it = Integrity::new(&agent, Some(A), None).unwrap();
-        it.check(&agent, A).unwrap();
-        // The same file by another spelling of its path.
-        it.check(&dir.path().join(".").join("a.wasm"), A).unwrap();
-        let e = it.check(&agent, B).unwrap_err().to_string();
+    fn pins_are_checked_by_value() {
+        let p = Path::new("a.wasm");
+        check_pin(p, A, Some(A), Some("--expect-sha256")).unwrap();
+        check_pin(p, B, None, None).unwrap();
+        let e = check_pin(p, B, Some(A), Some("--expect-sha256")).unwrap_err().to_string();
         assert!(e.contains("refusing") && e.contains(B) && e.contains(A) && e.contains("--expect-sha256") && e.contains("nothing was compiled"), "{e}");
-        // Without a lock, unpinned plugins pass.
-        it.check(&other, B).unwrap();
-        assert!(Integrity::default().check(&agent, B).is_ok());
     }
 
     #[test]
@@ -191,17 +167,16 @@ mod tests {
         let file = lock_for(&lock, &[(agent.clone(), A.into()), (hook.clone(), B.into())]);
         assert_eq!(file.plugins.keys().map(|p| p.display().to_string()).collect::<Vec<_>>(), ["p/a.wasm", "p/h.wasm"]);
         std::fs::write(&lock, serde_json::to_string(&file).unwrap()).unwrap();
-        let it = Integrity::new(&agent, None, Some(&lock)).unwrap();
-        it.check(&agent, A).unwrap();
-        it.check(&hook, B).unwrap();
-        assert!(it.check(&hook, A).unwrap_err().to_string().contains("host.lock"));
-        assert!(it.check(&stray, A).unwrap_err().to_string().contains("not listed"));
+        let pins = LockPins::read(&lock).unwrap();
+        assert_eq!(pins.sha256_of(&agent), Some(A));
+        assert_eq!(pins.sha256_of(&dir.path().join("p/./h.wasm")), Some(B));
+        assert_eq!(pins.sha256_of(&stray), None);
+        assert!(pins.by().contains("host.lock"));
     }
 
     #[test]
     fn bad_lock_files_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let agent = dir.path().join("a.wasm");
         for (name, text, want) in [
             ("empty.lock", "", "not valid"),
             ("array.lock", "[]", "not valid"),
@@ -212,10 +187,10 @@ mod tests {
         ] {
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
-            let e = Integrity::new(&agent, None, Some(&p)).unwrap_err().to_string();
+            let e = LockPins::read(&p).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains(name), "{name}: {e}");
         }
-        let e = Integrity::new(&agent, None, Some(&dir.path().join("missing.lock"))).unwrap_err().to_string();
+        let e = LockPins::read(&dir.path().join("missing.lock")).unwrap_err().to_string();
         assert!(e.contains("cannot read lock file"), "{e}");
     }
 }

@@ -6,13 +6,18 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     Budget,
     Fuel,
     Timeout,
     Signal,
+    /// A hook denied a call the agent could not do without, or asked to stop.
     Hook,
+    /// A hook failed (trap, loop, bad answer) under the fail-closed policy.
+    HookFailed,
+    /// A provider billed past the call's reservation.
+    Overrun,
     Error,
 }
 
@@ -32,6 +37,8 @@ impl Source {
             Source::Timeout => "timeout",
             Source::Signal => "signal",
             Source::Hook => "hook",
+            Source::HookFailed => "hook_failed",
+            Source::Overrun => "overrun",
             Source::Error => "error",
         }
     }
@@ -44,6 +51,8 @@ impl Source {
             Source::Fuel => exit::FUEL,
             Source::Timeout => exit::TIMEOUT,
             Source::Hook => exit::HOOK,
+            Source::HookFailed => exit::HOOK_FAILED,
+            Source::Overrun => exit::OVERRUN,
             Source::Signal => exit::SIGNAL,
         }
     }
@@ -66,6 +75,9 @@ pub mod exit {
     pub const FUEL: i32 = 4;
     pub const TIMEOUT: i32 = 5;
     pub const HOOK: i32 = 6;
+    pub const HOOK_FAILED: i32 = 7;
+    pub const OVERRUN: i32 = 8;
+    pub const REPLAY_DIVERGED: i32 = 9;
     pub const SIGNAL: i32 = 130;
 }
 
@@ -144,7 +156,10 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct() {
         let codes: std::collections::HashSet<_> =
-            [Source::Budget, Source::Fuel, Source::Timeout, Source::Signal, Source::Hook, Source::Error].iter().map(|s| s.exit_code()).collect();
-        assert_eq!(codes.len(), 6);
+            [Source::Budget, Source::Fuel, Source::Timeout, Source::Signal, Source::Hook, Source::HookFailed, Source::Overrun, Source::Error]
+                .iter()
+                .map(|s| s.exit_code())
+                .collect();
+        assert_eq!(codes.len(), 8);
     }
 }

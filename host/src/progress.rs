@@ -50,26 +50,40 @@ struct Live {
 /// What the display shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
+    /// The cycle being run.
     pub cycle: u32,
+    /// The budget limit.
     pub limit: Nanos,
+    /// Spent so far.
     pub spent: Nanos,
+    /// Calls settled so far.
     pub calls: u32,
+    /// Input tokens so far.
     pub input_tokens: u64,
+    /// Output tokens so far.
     pub output_tokens: u64,
     /// The cost of the last call settled in this process.
     pub last_cost: Option<Nanos>,
+    /// Fuel used so far.
     pub fuel: u64,
 }
 
 /// One settled call, as the ledger sees it right after.
 #[derive(Debug, Clone, Copy)]
 pub struct CallFigures {
+    /// Spent after the call.
     pub spent: Nanos,
+    /// The limit in force.
     pub limit: Nanos,
+    /// Calls settled, this one included.
     pub calls: u32,
+    /// What the call cost.
     pub cost: Nanos,
+    /// The call's input tokens.
     pub input_tokens: u64,
+    /// The call's output tokens.
     pub output_tokens: u64,
+    /// Fuel used by the run at the call.
     pub fuel: u64,
 }
 
@@ -159,6 +173,7 @@ impl Progress {
         Progress { inner: Some(Arc::new(Mutex::new(State { multi, fresh: true, live: None }))) }
     }
 
+    /// Whether the display is drawn (a terminal, not turned off).
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }

@@ -11,9 +11,7 @@
 //! whole path is printed beside it and saved for `bench_report` (on a shared
 //! machine it is the figure other processes do not inflate).
 
-use crate::common::{config, plugin, results_dir, runtime, scratch, InstantProvider};
-use budget_host::interrupt::StopSignal;
-use budget_host::run::run_agent;
+use crate::common::{config, host, plugin, results_dir, runtime, scratch, InstantProvider};
 use criterion::{Criterion, SamplingMode};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -25,6 +23,7 @@ pub fn bench(c: &mut Criterion) {
     // Two real hooks: the seed's budget monitor (Rust) and a per-operation cap (C),
     // with a cap that is checked on every call but never reached.
     let hooks = [(plugin("budget-monitor"), ""), (plugin("hook-op-cap-c"), "*=1000")];
+    let host = host();
     let mut g = c.benchmark_group("call");
     g.sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(4));
     let variants: [(&str, &[(PathBuf, &str)], bool); 3] = [
@@ -43,8 +42,8 @@ pub fn bench(c: &mut Criterion) {
                 let provider = InstantProvider::marking(0, iters);
                 // Without the log: written to /dev/null (the host always writes one).
                 let log = if log_to_file { dir.join("audit.jsonl") } else { PathBuf::from("/dev/null") };
-                let cfg = config(agent.clone(), &format!("calls:{}", iters + 1), provider.clone(), &dir, log, hooks);
-                let out = rt.block_on(run_agent(cfg, StopSignal::new())).unwrap();
+                let (spec, opts) = config(agent.clone(), &format!("calls:{}", iters + 1), provider.clone(), &dir, log, hooks);
+                let out = rt.block_on(host.run(spec, opts)).unwrap();
                 assert!(out.interrupt.is_none(), "the run stopped: {:?}", out.interrupt);
                 assert_eq!(out.ledger.calls as u64, iters + 1);
                 let (wall, cpu) = provider.marked_span();

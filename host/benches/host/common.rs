@@ -2,16 +2,11 @@
 //! a run configuration, a runtime, and a standalone agent (the host's own
 //! `agent_linker`, `RunShared` and `new_state`, outside `run_agent`).
 
-use budget_host::audit::AuditLog;
 use budget_host::bindings::agent::{Agent, AgentPre};
-use budget_host::budget::Ledger;
-use budget_host::cli::{Cli, Command};
-use clap::Parser;
-use budget_host::engine::{Compiler, PluginFile};
-use budget_host::interrupt::StopSignal;
 use budget_host::llm::{ChatRequest, ChatResponse, Provider, ProviderError, Usage};
-use budget_host::run::state::HostState;
-use budget_host::run::{self, RunConfig, RunShared};
+use budget_host::run::AgentState;
+use budget_host::spec::{HookSpec, ProviderKind};
+use budget_host::{Host, RunOptions, RunSpec};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,75 +153,52 @@ impl Provider for InstantProvider {
     }
 }
 
-/// A run exactly as `host run` builds it from its flags (quiet, one cycle),
-/// then pointed at `provider` and at the benches' artifact cache.
-pub fn config(agent: PathBuf, task: &str, provider: Arc<dyn Provider>, dir: &Path, log: PathBuf, hooks: &[(PathBuf, &str)]) -> RunConfig {
-    let mut args: Vec<String> = ["host", "run"].map(String::from).to_vec();
-    args.push(agent.display().to_string());
-    for (flag, value) in [
-        ("--budget", format!("{}", BUDGET_NANOS as f64 / 1e9)),
-        ("--task", task.to_string()),
-        ("--max-cycles", "1".to_string()),
-        // Priced: reserve and settle do real arithmetic. The provider is replaced below.
-        ("--provider", "openai".to_string()),
-        ("--model", MODEL.to_string()),
-        ("--checkpoint-dir", dir.join("checkpoints").display().to_string()),
-        ("--log", log.display().to_string()),
-    ] {
-        args.push(flag.into());
-        args.push(value);
-    }
-    args.push("--quiet".into());
+/// A run as `host run` builds it (quiet, one cycle, priced), answered by
+/// `provider`, with the benches' artifact cache.
+pub fn config(agent: PathBuf, task: &str, provider: Arc<dyn Provider>, dir: &Path, log: PathBuf, hooks: &[(PathBuf, &str)]) -> (RunSpec, RunOptions) {
+    let mut b = RunSpec::builder(agent).budget_nanos(BUDGET_NANOS).task(task).max_cycles(1).provider(ProviderKind::Openai).model(MODEL);
     for (path, cfg) in hooks {
-        args.push("--hook".into());
-        args.push(if cfg.is_empty() { path.display().to_string() } else { format!("{}={cfg}", path.display()) });
+        let text = if cfg.is_empty() { path.display().to_string() } else { format!("{}={cfg}", path.display()) };
+        b = b.hook(HookSpec::parse(&text).unwrap());
     }
-    let Command::Run(run_args) = Cli::try_parse_from(&args).unwrap().command else { unreachable!() };
-    let mut config = run_args.into_config().unwrap();
-    config.provider = provider;
-    config.cache_dir = Some(cache_dir());
-    config
+    let opts = RunOptions::new(provider).checkpoint_dir(dir.join("checkpoints")).log(log);
+    (b.build().unwrap(), opts)
+}
+
+/// The benches' host: one per process, its compiled artifacts in the benches' cache.
+pub fn host() -> Host {
+    Host::with_cache_dir(Some(cache_dir())).unwrap()
 }
 
 /// The pieces `run_agent` builds before its first instance, for benchmarks
 /// that drive stores themselves: same engine, linker, host state and limits.
 pub struct Standalone {
-    pub engine: wasmtime::Engine,
-    pub pre: AgentPre<HostState>,
-    pub shared: Arc<RunShared>,
-    pub ledger: Arc<Mutex<Ledger>>,
+    pub host: Host,
+    pub pre: Arc<AgentPre<AgentState>>,
+    pub spec: RunSpec,
+    pub opts: RunOptions,
     pub fuel: bool,
 }
 
 impl Standalone {
     /// `engine` decides fuel; the component comes from the shared artifact cache.
     pub fn new(engine: wasmtime::Engine, fuel: bool, agent: &str, dir: &Path) -> Standalone {
-        let compiler = Compiler::new(engine.clone(), Some(cache_dir()));
-        let plugin = PluginFile::read(&plugin(agent)).unwrap();
-        let (component, _) = compiler.load(&plugin).unwrap();
-        let pre = AgentPre::new(run::agent_linker(&engine).unwrap().instantiate_pre(&component).unwrap()).unwrap();
-        let cfg = config(plugin.path.clone(), "", InstantProvider::new(), dir, PathBuf::from("/dev/null"), &[]);
-        let audit = AuditLog::open(&cfg.log, "bench", agent).unwrap();
-        let ledger = Arc::new(Mutex::new(Ledger::new(BUDGET_NANOS).unwrap()));
-        let shared = RunShared::new(cfg, StopSignal::new(), audit);
-        Standalone { engine, pre, shared, ledger, fuel }
+        let host = Host::with_engine(engine, Some(cache_dir())).unwrap();
+        let (spec, opts) = config(plugin(agent), "", InstantProvider::new(), dir, PathBuf::from("/dev/null"), &[]);
+        let pre = host.load_agent(&spec.agent).unwrap().pre;
+        Standalone { host, pre, spec, opts, fuel }
     }
 
     /// A store set up the way `run_agent` sets up the agent's.
-    pub fn store(&self) -> Store<HostState> {
-        let state = run::new_state(&self.shared, &self.ledger, "agent", self.shared.config.memory_bytes, u64::MAX, 0);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        if self.fuel {
-            store.set_fuel(u64::MAX).unwrap();
-        }
+    pub fn store(&self) -> Store<AgentState> {
+        let mut store = budget_host::run::standalone_store(self.host.engine(), self.spec.clone(), &self.opts).unwrap();
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store.set_epoch_deadline(1);
         store
     }
 
     /// A fresh store and an instance in it (the step `run_agent` takes per agent).
-    pub async fn instantiate(&self) -> (Store<HostState>, Agent) {
+    pub async fn instantiate(&self) -> (Store<AgentState>, Agent) {
         let mut store = self.store();
         let agent = self.pre.instantiate_async(&mut store).await.unwrap();
         (store, agent)

@@ -10,21 +10,20 @@
 //!   (unmapping its memory), the whole life of an idle agent.
 
 use crate::common::{cache_dir, plugin, runtime, scratch, Standalone};
-use budget_host::bindings::agent::AgentPre;
-use budget_host::engine::{self, Compiler, PluginFile, World};
-use budget_host::run;
+use budget_host::engine::{self, PluginFile};
+use budget_host::spec::PluginPin;
+use budget_host::Host;
 use criterion::{black_box, BatchSize, Criterion};
 use std::cell::OnceCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// What `run_agent` does from the file to the instance.
-async fn start(compiler: &Compiler, sa: &Standalone, path: &Path) {
-    let plugin = PluginFile::read(path).unwrap();
-    let (component, _) = compiler.load(&plugin).unwrap();
-    engine::check_world(compiler.engine(), &component, World::Agent, path).unwrap();
-    let pre = run::agent_linker(compiler.engine()).unwrap().instantiate_pre(&component).unwrap();
-    let pre = AgentPre::new(pre).unwrap();
+/// What a process does from the file to the instance: a new `Host` (so no
+/// component is loaded yet), read + hash, compile or read the cache, check
+/// the world, link, pre-instantiate, instantiate.
+async fn start(engine: &wasmtime::Engine, cache: Option<PathBuf>, sa: &Standalone, path: &Path) {
+    let host = Host::with_engine(engine.clone(), cache).unwrap();
+    let pre = host.load_agent(&PluginPin::file(path)).unwrap().pre;
     let mut store = sa.store();
     black_box(pre.instantiate_async(&mut store).await.unwrap());
 }
@@ -39,16 +38,15 @@ pub fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("start");
 
     g.sample_size(10).measurement_time(Duration::from_secs(5));
-    let cold = Compiler::new(engine.clone(), None);
-    g.bench_function("first_start_compile", |b| b.iter(|| rt.block_on(start(&cold, sa(), &path))));
+    g.bench_function("first_start_compile", |b| b.iter(|| rt.block_on(start(&engine, None, sa(), &path))));
 
     g.sample_size(20).measurement_time(Duration::from_secs(3));
-    let cached = Compiler::new(engine.clone(), Some(cache_dir()));
     g.bench_function("start_from_cache", |b| {
         // `Standalone::new` filled the cache for this engine: every start below is a hit.
         let sa = sa();
+        let cached = engine::Compiler::new(engine.clone(), Some(cache_dir()));
         assert!(cached.load(&PluginFile::read(&path).unwrap()).unwrap().1, "the compiled artifact is not in the cache");
-        b.iter(|| rt.block_on(start(&cached, sa, &path)))
+        b.iter(|| rt.block_on(start(&engine, Some(cache_dir()), sa, &path)))
     });
 
     // The target is the start: the agent (store, instance) is dropped outside

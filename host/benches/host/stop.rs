@@ -5,9 +5,8 @@
 //! taken when the trap is classified); `to_return`: request -> `run_agent`
 //! returned, the hooks told, the checkpoint written and the log synced.
 
-use crate::common::{config, plugin, runtime, scratch, InstantProvider};
+use crate::common::{config, host, plugin, runtime, scratch, InstantProvider};
 use budget_host::interrupt::{Mode, Source, StopSignal};
-use budget_host::run::run_agent;
 use criterion::{Criterion, SamplingMode};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ const SETTLE: Duration = Duration::from_millis(30);
 pub fn bench(c: &mut Criterion) {
     let rt = runtime();
     let agent = plugin("chaos-agent");
+    let host = host();
     let mut g = c.benchmark_group("stop");
     g.sampling_mode(SamplingMode::Flat).sample_size(10).measurement_time(Duration::from_secs(3));
     for to_trap in [true, false] {
@@ -28,10 +28,11 @@ pub fn bench(c: &mut Criterion) {
                     let provider = InstantProvider::new();
                     let (tx, rx) = std::sync::mpsc::channel();
                     provider.notify_first_call(tx);
-                    let mut cfg = config(agent.clone(), "loop:2", provider, &dir, dir.join("audit.jsonl"), &[]);
-                    cfg.max_cycles = 10;
+                    let (mut spec, opts) = config(agent.clone(), "loop:2", provider, &dir, dir.join("audit.jsonl"), &[]);
+                    spec.limits.max_cycles = 10;
                     let stop = StopSignal::new();
-                    let run = rt.spawn(run_agent(cfg, stop.clone()));
+                    let (host, opts) = (host.clone(), opts.stop(stop.clone()));
+                    let run = rt.spawn(async move { host.run(spec, opts).await });
                     rx.recv_timeout(Duration::from_secs(60)).expect("the agent never called the provider");
                     std::thread::sleep(SETTLE);
                     let (t0, wall0) = (Instant::now(), chrono::Local::now().naive_local());

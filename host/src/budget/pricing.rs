@@ -5,11 +5,12 @@
 //! model that has no price is refused before any call, never priced at $0.
 
 use super::{usd_to_nanos, BudgetError, Nanos, NANOS_PER_USD};
-use serde::Deserialize;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Nano-USD per 1M tokens (so 0.15 USD / 1M = 150_000_000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     pub input: u64,
     pub output: u64,
@@ -85,9 +86,11 @@ struct PriceEntry {
     cache_read: Option<f64>,
 }
 
-#[derive(Debug, Clone)]
+/// Prices by model name; stored by value in a run's spec (a resume prices as the run did).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PriceTable {
-    prices: HashMap<String, Price>,
+    prices: BTreeMap<String, Price>,
 }
 
 /// USD per 1M tokens: (model, input, output, cache read). Public list prices.

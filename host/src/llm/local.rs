@@ -90,7 +90,7 @@ impl Provider for Local {
     async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.model.clone();
         let msgs = messages(req);
-        let opts = GenOptions { max_tokens: req.max_tokens, temperature: req.temperature.unwrap_or(0.0), seed: req.call_index };
+        let opts = GenOptions { max_tokens: req.max_tokens, temperature: req.temperature.unwrap_or(0.0), seed: req.seed };
         // Inference is CPU-bound: keep it off the async workers.
         let g = tokio::task::spawn_blocking(move || model.generate(&msgs, &opts))
             .await

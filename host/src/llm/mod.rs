@@ -5,14 +5,19 @@
 //! API keys stay inside the provider that holds them: they never reach a
 //! guest, a log line, a checkpoint or an error message.
 
+#[doc(hidden)]
 pub mod http;
 pub mod local;
 pub mod ollama;
 pub mod openai;
+#[doc(hidden)]
 pub mod retry;
 pub mod scripted;
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +53,16 @@ pub struct ChatRequest {
     /// Calls settled so far in this run (survives resume); the scripted
     /// provider uses it to pick its response deterministically.
     pub call_index: u64,
+    /// Sampling seed from the run id and the call number ([`call_seed`]), so a
+    /// run, its resume and its replay sample the same text.
+    pub seed: u64,
+}
+
+/// The sampling seed of call number `n` of run `run_id`.
+pub fn call_seed(run_id: &str, n: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new().chain_update(run_id.as_bytes()).chain_update(n.to_le_bytes()).finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -122,4 +137,53 @@ pub trait Provider: Send + Sync {
         Ok(crate::budget::tokens::input_token_bound(req.messages.iter().map(|m| m.content.as_str())))
     }
     async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+}
+
+/// Where the providers are, from the invocation's flags and environment
+/// (never from a stored file).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// OpenAI-compatible base URL, including `/v1` (default: OpenAI's).
+    pub base_url: Option<String>,
+    /// Ollama's address.
+    pub ollama_host: Option<String>,
+    /// The GGUF file of the local model (default: [`llm_local::default_model_path`]).
+    pub model_path: Option<PathBuf>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// The OpenAI key (`OPENAI_API_KEY`).
+    pub openai_key: Option<String>,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints { base_url: None, ollama_host: None, model_path: None, timeout: Duration::from_secs(120), openai_key: None }
+    }
+}
+
+/// The provider a spec names, at the invocation's endpoints. The scripted
+/// provider's file is checked against the spec's pin, and pinned when it has none.
+pub fn connect(spec: &mut crate::spec::RunSpec, e: &Endpoints) -> Result<Arc<dyn Provider>, String> {
+    use crate::spec::ProviderKind;
+    Ok(match spec.provider {
+        ProviderKind::Local => {
+            let path = e.model_path.clone().unwrap_or_else(llm_local::default_model_path);
+            Arc::new(local::Local::load(&path).map_err(|e| e.to_string())?)
+        }
+        ProviderKind::Openai => {
+            let base = e.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(format!("--base-url '{base}' must start with http:// or https://"));
+            }
+            Arc::new(openai::OpenAi::new(&base, e.openai_key.clone(), e.timeout))
+        }
+        ProviderKind::Ollama => Arc::new(ollama::Ollama::new(e.ollama_host.as_deref().unwrap_or(ollama::DEFAULT_HOST), e.timeout)),
+        ProviderKind::Scripted => {
+            let pin = spec.script.as_mut().ok_or("the scripted provider needs --script FILE")?;
+            let (s, sha) = scripted::Scripted::load_with_sha256(&pin.path.to_string_lossy())?;
+            crate::integrity::check_pin(&pin.path, &sha, pin.sha256.as_deref(), Some("the run's pin")).map_err(|e| e.to_string())?;
+            pin.sha256 = Some(sha);
+            Arc::new(s)
+        }
+    })
 }

@@ -36,13 +36,21 @@ pub struct Scripted {
 }
 
 impl Scripted {
+    /// Read a script file.
     pub fn load(path: &str) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read script {path}: {e}"))?;
+        Ok(Scripted::load_with_sha256(path)?.0)
+    }
+
+    /// Read a script file and the sha256 of its bytes (a checkpoint pins it).
+    pub fn load_with_sha256(path: &str) -> Result<(Self, String), String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read script {path}: {e}"))?;
+        let sha = crate::engine::sha256_hex(&bytes);
+        let text = String::from_utf8(bytes).map_err(|_| format!("script {path} is not UTF-8 text"))?;
         let script: Script = serde_json::from_str(&text).map_err(|e| format!("script {path} is not valid: {e}"))?;
         if script.responses.is_empty() {
             return Err(format!("script {path} has no responses"));
         }
-        Ok(Scripted { path: path.into(), script })
+        Ok((Scripted { path: path.into(), script }, sha))
     }
 
     pub fn model(&self) -> &str {

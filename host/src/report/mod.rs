@@ -2,8 +2,11 @@
 //! `host report`: the same breakdown read back from an audit log, as text,
 //! JSON, or a self-contained HTML page with charts (`html`).
 
-pub mod html;
+mod charts;
+pub(crate) mod html;
+#[doc(hidden)]
 pub mod log;
+mod totals;
 
 use crate::budget::{fmt_usd, nanos_to_usd, LedgerState};
 use crate::BadInput;
@@ -13,6 +16,7 @@ use std::path::Path;
 
 const RULE: &str = "============================================================";
 
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
 pub fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -21,6 +25,7 @@ pub fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// The seed's cost breakdown of a ledger, as printed at the end of a run.
 pub fn breakdown(s: &LedgerState) -> String {
     let mut o = String::new();
     let remaining = s.limit.saturating_sub(s.spent);
@@ -152,6 +157,11 @@ pub fn json(log: &Log) -> serde_json::Value {
         "runs": runs,
         "total": {"runs": log.runs.len(), "spent_usd": nanos_to_usd(total.0), "spent_nanos": total.0, "calls": total.1},
     })
+}
+
+/// What a ledger's calls would have cost at `price` (their input and output tokens).
+pub fn would_cost(s: &LedgerState, price: &crate::budget::Price) -> crate::budget::Nanos {
+    s.by_operation.values().fold(0, |sum: crate::budget::Nanos, op| sum.saturating_add(price.cost(op.input_tokens, 0, op.output_tokens)))
 }
 
 /// `host report LOG`: the breakdown on stdout (or JSON with `json`), the page

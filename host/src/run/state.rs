@@ -1,65 +1,68 @@
-//! Per-store host state and the generated import traits it implements
-//! (`budget`, `log`; `llm.complete` lives in `call`).
+//! The agent's store state and the imports it answers: `budget`, `log` and
+//! (in `call`) `llm.complete`. Its linker lives here too.
 
-use super::RunShared;
+use super::context::RunCtx;
+use crate::account::Account;
 use crate::bindings::agent::budget_host::plugin::{budget, log, types};
-use crate::budget::{nanos_to_usd, Ledger};
+use crate::bindings::types as t;
+use crate::budget::nanos_to_usd;
+use crate::guest_io::GuestOutput;
+use crate::hooks::Hooks;
 use crate::interrupt::Interrupt;
-use serde_json::json;
-use std::sync::{Arc, Mutex};
-use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{StoreContextMut, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Longest guest log message kept; the rest is cut (guests are strangers).
-const MAX_LOG_MESSAGE: usize = 4096;
-
-pub struct HostState {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limits: StoreLimits,
-    pub shared: Arc<RunShared>,
-    pub ledger: Arc<Mutex<Ledger>>,
+/// The host state of an agent's store.
+pub struct AgentState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) ctx: Arc<RunCtx>,
+    pub(crate) account: Account,
     /// The cycle being run (for operation labels and events).
-    pub cycle: u32,
+    pub(crate) cycle: u32,
+    /// Calls made in the current step (replay matches on it).
+    pub(crate) call_in_step: u32,
     /// Fuel the store started with; fuel used = this minus what is left.
-    pub fuel_budget: u64,
+    pub(crate) fuel_budget: u64,
     /// Fuel already used before this process (a resumed run).
-    pub fuel_before: u64,
+    pub(crate) fuel_before: u64,
     /// Fuel used at the previous call, to report each call's share.
-    pub fuel_at_last_call: u64,
+    pub(crate) fuel_at_last_call: u64,
     /// Raised during a step; the loop stops before the next cycle.
-    pub pending: Option<Interrupt>,
-    /// The name the plugin is known by in logs (`agent`, or a hook's file stem).
-    pub who: String,
-    /// The run's hooks (empty in a hook's own state).
-    pub hooks: crate::hooks::Hooks,
-    /// Money shared beyond this agent (a team's total, a Redis ledger).
-    pub pool: Option<Arc<dyn crate::pool::Pool>>,
+    pub(crate) pending: Option<Interrupt>,
+    /// A hook denied a call in this step: if the step then fails, the hook stopped the run.
+    pub(crate) denied: Option<(String, String)>,
+    /// The run's hooks.
+    pub(crate) hooks: Hooks,
+    /// Distinct operation labels seen; past the cap, labels fold into one bucket.
+    pub(crate) operations: std::collections::HashSet<String>,
+    pub(crate) stdout: GuestOutput,
+    /// What cuts an entry off from outside (stop signal, deadlines).
+    pub(crate) bounds: super::guard::Bounds,
+    /// Warning thresholds the last settle crossed, for `record`.
+    pub(crate) crossed: Vec<f64>,
 }
 
-impl WasiView for HostState {
+impl WasiView for AgentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-impl HostState {
-    pub fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        // A poisoned ledger means a panic mid-update elsewhere: the state is still
-        // consistent (every update is a few integer ops), so keep going.
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl AgentState {
+    /// The agent's budget as the guest sees it.
     pub fn status(&self, fuel_used: u64) -> types::BudgetStatus {
-        let l = self.ledger();
+        let l = self.account.ledger();
         types::BudgetStatus {
             limit_usd: nanos_to_usd(l.limit()),
             spent_usd: nanos_to_usd(l.spent()),
             reserved_usd: nanos_to_usd(l.reserved()),
             remaining_usd: nanos_to_usd(l.remaining()),
             fuel_used,
-            fuel_limit: self.shared.config.fuel,
+            fuel_limit: self.ctx.spec.limits.fuel,
             calls: l.calls(),
             cycle: self.cycle,
         }
@@ -78,52 +81,42 @@ impl HostState {
     }
 }
 
-impl types::Host for HostState {}
+impl types::Host for AgentState {}
 
-impl budget::Host for HostState {
+impl budget::Host for AgentState {
     async fn status(&mut self) -> wasmtime::Result<types::BudgetStatus> {
         // Fuel is read by the loop between calls; here we report the last known figure.
-        Ok(HostState::status(self, self.fuel_before.saturating_add(self.fuel_at_last_call)))
+        Ok(AgentState::status(self, self.fuel_before.saturating_add(self.fuel_at_last_call)))
     }
 }
 
-fn level_str(l: types::Level) -> &'static str {
-    match l {
-        types::Level::Debug => "debug",
-        types::Level::Info => "info",
-        types::Level::Warn => "warn",
-        types::Level::Error => "error",
-    }
-}
-
-fn clip(s: &str) -> &str {
-    if s.len() <= MAX_LOG_MESSAGE {
-        return s;
-    }
-    let mut end = MAX_LOG_MESSAGE;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-impl log::Host for HostState {
-    async fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
-        let message = clip(&message);
-        if !matches!(level, types::Level::Debug) {
-            self.shared.console.note(&format!("[{}] {}: {message}", self.who, level_str(level)));
-        }
-        self.shared.audit(|a| a.event("plugin_log", json!({"plugin": self.who, "level": level_str(level), "message": message})));
+impl log::Host for AgentState {
+    async fn log(&mut self, level: t::Level, message: String) -> wasmtime::Result<()> {
+        crate::output::plugin_log(&self.ctx.out, &self.ctx.spec.agent_name, level, &message);
         Ok(())
     }
 
     async fn emit(&mut self, event: String, data: String) -> wasmtime::Result<()> {
-        let data = match serde_json::from_str::<serde_json::Value>(clip(&data)) {
-            Ok(v @ serde_json::Value::Object(_)) => v,
-            _ => json!({"invalid_data": clip(&data)}),
-        };
-        let event = clip(&event).to_string();
-        self.shared.audit(|a| a.event("plugin_event", json!({"plugin": self.who, "name": event, "data": data})));
+        crate::output::plugin_event(&self.ctx.out, &self.ctx.spec.agent_name, &event, &data);
         Ok(())
     }
+}
+
+/// One `Linker` for agents: WASI (nothing granted but capped output, clocks
+/// and random), `budget`, `log`, and `llm` by hand because it needs the store's fuel.
+pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<AgentState>> {
+    let mut linker: Linker<AgentState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    budget::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    let mut llm = linker.instance(&format!("{}/llm@{}", crate::bindings::WIT_PACKAGE, crate::bindings::WIT_VERSION))?;
+    llm.func_wrap_async("complete", |mut store: StoreContextMut<'_, AgentState>, (req,): (t::CompletionRequest,)| {
+        Box::new(async move {
+            let left = store.get_fuel().unwrap_or(0);
+            let used = store.data().fuel_budget.saturating_sub(left);
+            let r = store.data_mut().complete(req, used).await?;
+            Ok((r,))
+        })
+    })?;
+    Ok(linker)
 }

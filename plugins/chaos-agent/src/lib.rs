@@ -7,10 +7,17 @@
 //! and a socket and report what it got; `big-prompt` send a 100 MB prompt; `long-prompt` a 200 KB one;
 //! `many-messages` send 100,000 messages; `big-snapshot` grow its state to
 //! 64 MiB so `snapshot` returns it; `trap-snapshot` / `trap-restore` panic there;
-//! `slow` burn fuel in a long loop then finish; `calls:<n>` make n calls per cycle.
+//! `slow` burn fuel in a long loop then finish; `calls:<n>` make n calls per cycle;
+//! `sleep` block in WASI (a monotonic-clock sleep of an hour) in its step;
+//! `sleep-init` / `sleep-snapshot` block there instead; `flood` print 64 MiB to stdout and stderr; `forge` print a
+//! fake JSON summary on stdout; `long-label` use a 1 MB operation label;
+//! `labels:<n>` use n distinct operation labels.
 
 use guest_sdk::{llm, log, Agent, CompletionRequest, Message, Role, Step};
 use serde::{Deserialize, Serialize};
+
+/// An hour: far past any limit a test sets.
+const BLOCK: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Default, Serialize, Deserialize)]
 struct Chaos {
@@ -45,6 +52,9 @@ fn ser_behaviour<S: serde::Serializer>(b: &String, s: S) -> Result<S::Ok, S::Err
     if b == "trap-snapshot-armed" {
         panic!("chaos: trap in snapshot");
     }
+    if b == "sleep-snapshot-armed" {
+        std::thread::sleep(BLOCK);
+    }
     s.serialize_str(b)
 }
 
@@ -72,10 +82,19 @@ impl Agent for Chaos {
         let (b, at) = task.split_once(':').unwrap_or((task, "1"));
         self.behaviour = b.to_string();
         self.at = at.parse().map_err(|_| format!("bad cycle in task '{task}'"))?;
+        if self.behaviour == "sleep-init" {
+            std::thread::sleep(BLOCK);
+        }
         Ok(())
     }
 
     fn step(&mut self, cycle: u32) -> Result<Step, String> {
+        if self.behaviour == "labels" {
+            for i in 0..self.at {
+                llm::chat(None, "say ok", Some(4), Some(&format!("label_{cycle}_{i}"))).map_err(|e| e.message())?;
+            }
+            return Ok(Step::Done(format!("{} labels", self.at)));
+        }
         if self.behaviour == "calls" {
             for _ in 0..self.at {
                 small_call(cycle)?;
@@ -124,6 +143,34 @@ impl Agent for Chaos {
             "trap-snapshot" => {
                 self.behaviour = "trap-snapshot-armed".into();
                 Ok(Step::Continue("armed".into()))
+            }
+            "sleep" => {
+                std::thread::sleep(BLOCK);
+                Ok(Step::Done("woke up".into()))
+            }
+            "sleep-snapshot" => {
+                self.behaviour = "sleep-snapshot-armed".into();
+                Ok(Step::Continue("armed".into()))
+            }
+            "flood" => {
+                use std::io::Write;
+                let line = "x".repeat(1023) + "\n";
+                for _ in 0..(32 << 10) {
+                    let _ = std::io::stdout().write_all(line.as_bytes());
+                    let _ = std::io::stderr().write_all(line.as_bytes());
+                }
+                Ok(Step::Done("flooded".into()))
+            }
+            "forge" => {
+                println!("{{\"status\": \"completed\", \"spent_nanos\": 0, \"exit_code\": 0}}");
+                Ok(Step::Done("forged".into()))
+            }
+            "long-label" => {
+                let r = llm::chat(None, "say ok", Some(4), Some(&"l".repeat(1 << 20)));
+                Ok(Step::Done(match r {
+                    Ok(_) => "accepted".into(),
+                    Err(e) => format!("refused: {}", e.message()),
+                }))
             }
             "slow" => {
                 let mut x: u64 = 0;

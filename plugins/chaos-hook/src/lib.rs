@@ -2,7 +2,7 @@
 //!
 //! Config: `<action>@<event>` entries separated by `;`, where event is one of
 //! `start`, `before`, `after`, `threshold`, `interrupt`, `end`
-//! and action is `trap`, `loop`, `alloc`, `limit:<n>`, `deny:<reason>`,
+//! and action is `trap`, `loop`, `alloc`, `sleep` (block in WASI for an hour), `limit:<n>`, `deny:<reason>`,
 //! `interrupt:graceful|immediate`. An action may carry `#<k>` to fire only
 //! from the k-th call on (e.g. `deny:no more@before#3`).
 
@@ -25,6 +25,7 @@ fn misbehave(action: &str) {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         }
+        "sleep" => std::thread::sleep(std::time::Duration::from_secs(3600)),
         "alloc" => {
             let mut v: Vec<Vec<u8>> = Vec::new();
             loop {

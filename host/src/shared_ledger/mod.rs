@@ -2,8 +2,8 @@
 //! budget shared by many hosts on Redis.
 //!
 //! Every agent keeps its own pure `Ledger` (its share, its breakdown); a call
-//! must also fit the pool. One trait, two implementations: `LocalPool` wraps
-//! the pure ledger behind a lock; `RedisPool` makes check-and-reserve one
+//! must also fit the shared ledger. One trait, two implementations: `TeamLedger` wraps
+//! the pure ledger behind a lock; `RedisLedger` makes check-and-reserve one
 //! atomic step on a Redis server, with a lease on each reservation so a
 //! crashed host's hold expires instead of leaking.
 
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum PoolError {
+pub enum SharedLedgerError {
     #[error("the shared budget is exhausted: {available} nano-USD available")]
     Exhausted { available: Nanos },
     #[error("the shared ledger is unreachable: {0}")]
@@ -31,38 +31,38 @@ pub struct Hold {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStatus {
+pub struct SharedStatus {
     pub limit: Nanos,
     pub spent: Nanos,
     pub reserved: Nanos,
 }
 
-impl PoolStatus {
+impl SharedStatus {
     pub fn available(&self) -> Nanos {
         self.limit.saturating_sub(self.spent + self.reserved)
     }
 }
 
 #[async_trait::async_trait]
-pub trait Pool: Send + Sync {
+pub trait SharedLedger: Send + Sync {
     fn describe(&self) -> String;
-    async fn status(&self) -> Result<PoolStatus, PoolError>;
-    async fn reserve(&self, amount: Nanos) -> Result<Hold, PoolError>;
+    async fn status(&self) -> Result<SharedStatus, SharedLedgerError>;
+    async fn reserve(&self, amount: Nanos) -> Result<Hold, SharedLedgerError>;
     /// Charge `cost` (at most the hold) and free the rest. Returns what was charged.
-    async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, PoolError>;
-    async fn release(&self, hold: Hold) -> Result<(), PoolError>;
+    async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, SharedLedgerError>;
+    async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError>;
 }
 
 /// A team's total in one process: the pure ledger behind a lock.
-pub struct LocalPool {
+pub struct TeamLedger {
     ledger: Mutex<Ledger>,
     holds: Mutex<HashMap<String, Reservation>>,
     next: AtomicU64,
 }
 
-impl LocalPool {
+impl TeamLedger {
     pub fn new(limit: Nanos) -> Result<Self, crate::budget::BudgetError> {
-        Ok(LocalPool { ledger: Mutex::new(Ledger::new(limit)?), holds: Mutex::new(HashMap::new()), next: AtomicU64::new(0) })
+        Ok(TeamLedger { ledger: Mutex::new(Ledger::new(limit)?), holds: Mutex::new(HashMap::new()), next: AtomicU64::new(0) })
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -71,32 +71,32 @@ impl LocalPool {
 }
 
 #[async_trait::async_trait]
-impl Pool for LocalPool {
+impl SharedLedger for TeamLedger {
     fn describe(&self) -> String {
         "team pool (in process)".into()
     }
-    async fn status(&self) -> Result<PoolStatus, PoolError> {
+    async fn status(&self) -> Result<SharedStatus, SharedLedgerError> {
         let l = self.ledger();
-        Ok(PoolStatus { limit: l.limit(), spent: l.spent(), reserved: l.reserved() })
+        Ok(SharedStatus { limit: l.limit(), spent: l.spent(), reserved: l.reserved() })
     }
-    async fn reserve(&self, amount: Nanos) -> Result<Hold, PoolError> {
+    async fn reserve(&self, amount: Nanos) -> Result<Hold, SharedLedgerError> {
         // One guard for both: calling `ledger()` again inside `map_err` would deadlock.
         let r = {
             let mut l = self.ledger();
-            l.reserve(amount).map_err(|_| PoolError::Exhausted { available: l.available() })?
+            l.reserve(amount).map_err(|_| SharedLedgerError::Exhausted { available: l.available() })?
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed).to_string();
         self.holds.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), r);
         Ok(Hold { id, amount })
     }
-    async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, PoolError> {
+    async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, SharedLedgerError> {
         let r = self.holds.lock().unwrap_or_else(|p| p.into_inner()).remove(&hold.id);
         match r {
             Some(r) => Ok(self.ledger().settle(r, cost, "pool", 0, 0).charged),
-            None => Err(PoolError::Unavailable(format!("unknown hold {}", hold.id))),
+            None => Err(SharedLedgerError::Unavailable(format!("unknown hold {}", hold.id))),
         }
     }
-    async fn release(&self, hold: Hold) -> Result<(), PoolError> {
+    async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError> {
         if let Some(r) = self.holds.lock().unwrap_or_else(|p| p.into_inner()).remove(&hold.id) {
             self.ledger().release(r);
         }
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn local_pool_holds_the_cap_under_contention() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
-        let pool = Arc::new(LocalPool::new(1_000_000).unwrap());
+        let pool = Arc::new(TeamLedger::new(1_000_000).unwrap());
         let charged = Arc::new(AtomicU64::new(0));
         rt.block_on(async {
             let mut tasks = Vec::new();
@@ -130,7 +130,7 @@ mod tests {
                                 assert!(c <= want);
                                 charged.fetch_add(c, Ordering::Relaxed);
                             }
-                            Err(PoolError::Exhausted { .. }) => {}
+                            Err(SharedLedgerError::Exhausted { .. }) => {}
                             Err(e) => panic!("{e}"),
                         }
                     }

@@ -5,7 +5,7 @@
 //! -> expiry in ms). Each operation is one Lua script, so check-and-reserve is
 //! atomic however many hosts race; expired leases are reclaimed first.
 
-use super::{Hold, Pool, PoolError, PoolStatus};
+use super::{Hold, SharedLedger, SharedLedgerError, SharedStatus};
 use crate::budget::Nanos;
 use redis::aio::MultiplexedConnection;
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{RECLAIM}\n{body}"))
 }
 
-pub struct RedisPool {
+pub struct RedisLedger {
     conn: MultiplexedConnection,
     prefix: String,
     url: String,
@@ -57,11 +57,11 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-fn unavailable(e: impl std::fmt::Display) -> PoolError {
-    PoolError::Unavailable(e.to_string())
+fn unavailable(e: impl std::fmt::Display) -> SharedLedgerError {
+    SharedLedgerError::Unavailable(e.to_string())
 }
 
-impl RedisPool {
+impl RedisLedger {
     /// Connect (bounded by `timeout`) and set the limit if the key is new; a key
     /// that already has another limit is refused rather than silently changed.
     pub async fn connect(url: &str, limit: Nanos, lease: Duration, timeout: Duration) -> Result<Self, String> {
@@ -71,7 +71,7 @@ impl RedisPool {
             .await
             .map_err(|_| format!("cannot reach the shared ledger at {addr}: no answer within {} ms", timeout.as_millis()))?
             .map_err(|e| format!("cannot reach the shared ledger at {addr}: {e}"))?;
-        let pool = RedisPool {
+        let pool = RedisLedger {
             conn,
             prefix,
             url: url.to_string(),
@@ -149,7 +149,7 @@ return 1
         [self.key("limit"), self.key("spent"), self.key("reserved"), self.key("holds"), self.key("leases")]
     }
 
-    async fn run(&self, s: &redis::Script, args: &[String]) -> Result<Vec<i64>, PoolError> {
+    async fn run(&self, s: &redis::Script, args: &[String]) -> Result<Vec<i64>, SharedLedgerError> {
         let mut inv = s.prepare_invoke();
         for k in self.keys() {
             inv.key(k);
@@ -161,34 +161,34 @@ return 1
         let mut conn = self.conn.clone();
         tokio::time::timeout(self.timeout, inv.invoke_async::<Vec<i64>>(&mut conn))
             .await
-            .map_err(|_| PoolError::Unavailable(format!("{} did not answer within {} ms", self.url, self.timeout.as_millis())))?
+            .map_err(|_| SharedLedgerError::Unavailable(format!("{} did not answer within {} ms", self.url, self.timeout.as_millis())))?
             .map_err(unavailable)
     }
 }
 
 #[async_trait::async_trait]
-impl Pool for RedisPool {
+impl SharedLedger for RedisLedger {
     fn describe(&self) -> String {
         format!("shared ledger {}", self.url)
     }
-    async fn status(&self) -> Result<PoolStatus, PoolError> {
+    async fn status(&self) -> Result<SharedStatus, SharedLedgerError> {
         let v = self.run(&self.status, &[]).await?;
-        Ok(PoolStatus { limit: v[0].max(0) as u64, spent: v[1].max(0) as u64, reserved: v[2].max(0) as u64 })
+        Ok(SharedStatus { limit: v[0].max(0) as u64, spent: v[1].max(0) as u64, reserved: v[2].max(0) as u64 })
     }
-    async fn reserve(&self, amount: Nanos) -> Result<Hold, PoolError> {
+    async fn reserve(&self, amount: Nanos) -> Result<Hold, SharedLedgerError> {
         let id = format!("{}-{}-{:x}", std::process::id(), now_ms(), rand_u64());
         let v = self.run(&self.reserve, &[id.clone(), amount.to_string(), self.lease.as_millis().to_string()]).await?;
         if v[0] == 1 {
             Ok(Hold { id, amount })
         } else {
-            Err(PoolError::Exhausted { available: v[1].max(0) as u64 })
+            Err(SharedLedgerError::Exhausted { available: v[1].max(0) as u64 })
         }
     }
-    async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, PoolError> {
+    async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, SharedLedgerError> {
         let v = self.run(&self.settle, &[hold.id, cost.to_string()]).await?;
         Ok(v[0].max(0) as u64)
     }
-    async fn release(&self, hold: Hold) -> Result<(), PoolError> {
+    async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError> {
         self.run(&self.release, &[hold.id]).await.map(|_| ())
     }
 }
