@@ -3,7 +3,7 @@
 //! Run from the workspace root: `cargo bench -p llm-local --profile dev --bench generate`
 //! (the dev profile is the one the host binary ships with here). It prints a summary
 //! first (load time, decode and end-to-end tokens/s as medians, the ratio to llama.cpp,
-//! and the same for candle's stock scalar Q4_1 kernel), then criterion's measurements.
+//! and the same for the scalar reference kernels), then criterion's measurements.
 //! Decode speed excludes the prompt: the time of a 1-token call is subtracted from a
 //! 65-token call, leaving 64 decode steps, which is what llama.cpp's tok/s counts.
 
@@ -107,7 +107,7 @@ fn main() {
     summary("llm-local (simd kernels)", LoadOptions::default(), 9);
     if std::env::var_os("LLM_LOCAL_BENCH_SKIP_STOCK").is_none() {
         summary(
-            "candle stock kernels  ",
+            "scalar kernels        ",
             LoadOptions {
                 simd_kernels: false,
             },

@@ -4,12 +4,13 @@
 //! SmolLM2-135M-Instruct Q4_1, see [`default_model_path`]); the loaded model is
 //! `Send + Sync` and meant to be shared in an `Arc` by all agents of a process. The
 //! tokenizer and chat template come from the GGUF itself, so [`LocalModel::count_prompt_tokens`]
-//! gives the same prompt token count as llama.cpp. Inference uses candle to read the
-//! GGUF, with AVX2 kernels of our own ([`kernels`]) and a forward pass over plain buffers;
-//! each [`LocalModel::generate`] call owns its KV cache, so concurrent calls are safe.
+//! gives the same prompt token count as llama.cpp. The GGUF is memory-mapped and read by
+//! [`gguf`]; inference runs AVX2 kernels of our own ([`kernels`]) in a forward pass over
+//! plain buffers; each [`LocalModel::generate`] call owns its KV cache, so concurrent calls are safe.
 //! Threads: [`pool`] (`LLM_LOCAL_THREADS`, default 1 per generation; concurrent
 //! generations run in parallel on their callers' threads).
 
+pub mod gguf;
 pub mod kernels;
 pub mod pool;
 
@@ -18,11 +19,11 @@ mod sampling;
 mod template;
 mod tokenizer;
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
+use gguf::{Gguf, ReadError, Value};
 
 use template::ChatTemplate;
 use tokenizer::{PreTokenizer, Tokenizer};
@@ -168,8 +169,7 @@ pub enum LocalError {
 /// Load-time switches, for benchmarks and comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Use this crate's SIMD Q4_1 / Q8_0 kernels (true) or candle's matmul (false; for
-    /// Q4_1 that is candle's scalar code on its own thread pool).
+    /// Use the AVX2 Q4_1 / Q8_0 kernels (true) or the scalar references (false).
     pub simd_kernels: bool,
 }
 
@@ -215,7 +215,7 @@ impl LocalModel {
 
     pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LocalModel, LocalError> {
         let start = Instant::now();
-        let data = std::fs::read(path).map_err(|source| match source.kind() {
+        let io = |source: std::io::Error| match source.kind() {
             std::io::ErrorKind::NotFound => LocalError::ModelMissing {
                 path: path.to_path_buf(),
             },
@@ -223,36 +223,27 @@ impl LocalModel {
                 path: path.to_path_buf(),
                 source,
             },
-        })?;
-        let not_gguf = |detail: String| LocalError::NotGguf {
-            path: path.to_path_buf(),
-            detail,
         };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the mapping is read-only; like llama.cpp, we rely on the model file not
+        // being modified while the process runs (truncating it would fault on access).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        // Start reading ahead now; pages come in while the header is parsed.
+        let _ = map.advise(memmap2::Advice::WillNeed);
+        let map = Arc::new(map);
+        let data: &[u8] = &map;
         let truncated = |detail: String| LocalError::Truncated {
             path: path.to_path_buf(),
             detail,
         };
-        if data.len() < 4 || &data[..4] != b"GGUF" {
-            let head: Vec<u8> = data.iter().take(4).copied().collect();
-            return Err(not_gguf(format!(
-                "it starts with bytes {head:02x?}, not the magic \"GGUF\""
-            )));
-        }
-        let ct = gguf_file::Content::read(&mut Cursor::new(&data[..])).map_err(|e| {
-            let msg = e.to_string();
-            let eof = matches!(&e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
-            if eof || msg.contains("remaining") || msg.contains("fill whole buffer") {
-                truncated(format!("its header ends early ({msg})"))
-            } else {
-                not_gguf(msg)
-            }
+        let ct = Gguf::read(data).map_err(|e| match e {
+            ReadError::Truncated(detail) => truncated(detail),
+            ReadError::NotGguf(detail) => LocalError::NotGguf {
+                path: path.to_path_buf(),
+                detail,
+            },
         })?;
-        let meta_str = |key: &str| -> Option<&str> {
-            ct.metadata
-                .get(key)
-                .and_then(|v| v.to_string().ok())
-                .map(String::as_str)
-        };
+        let meta_str = |key: &str| ct.str(key);
         let arch = meta_str("general.architecture")
             .ok_or_else(|| {
                 LocalError::InvalidModel("metadata general.architecture is missing".into())
@@ -262,14 +253,19 @@ impl LocalModel {
             return Err(LocalError::UnsupportedArchitecture(arch));
         }
         // Every tensor must lie inside the file before anything is built from it.
-        for (name, info) in &ct.tensor_infos {
-            let elems = info.shape.elem_count() as u64;
-            let size =
-                elems / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
-            let end = ct.tensor_data_offset + info.offset + size;
-            if end > data.len() as u64 {
+        for name in &ct.tensor_order {
+            let info = &ct.tensors[name];
+            let Some(range) = ct.range(info) else {
+                return Err(LocalError::UnsupportedModel(format!(
+                    "tensor {name} has type {} with {} elements, which this model runner cannot read",
+                    info.ty.name(),
+                    info.elements()
+                )));
+            };
+            if range.end > data.len() as u64 {
                 return Err(truncated(format!(
-                    "tensor {name} ends at byte {end} but the file has {} bytes",
+                    "tensor {name} ends at byte {} but the file has {} bytes",
+                    range.end,
                     data.len()
                 )));
             }
@@ -282,14 +278,17 @@ impl LocalModel {
         let template = ChatTemplate::parse(template_src).map_err(|why| {
             LocalError::UnsupportedModel(format!("chat template {template_src:?}: {why}"))
         })?;
-        let meta_u32 = |key: &str| ct.metadata.get(key).and_then(|v| v.to_u32().ok());
+        let meta_u32 = |key: &str| {
+            ct.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
         let eos = meta_u32("tokenizer.ggml.eos_token_id");
         let add_bos = match ct
-            .metadata
             .get("tokenizer.ggml.add_bos_token")
-            .map(|v| v.to_bool())
+            .and_then(Value::as_bool)
         {
-            Some(Ok(true)) => Some(meta_u32("tokenizer.ggml.bos_token_id").ok_or_else(|| {
+            Some(true) => Some(meta_u32("tokenizer.ggml.bos_token_id").ok_or_else(|| {
                 LocalError::InvalidModel("add_bos_token is set but bos_token_id is missing".into())
             })?),
             _ => None,
@@ -310,11 +309,17 @@ impl LocalModel {
 
         let cfg = model::Config::from_gguf(&ct).map_err(LocalError::InvalidModel)?;
         let src = model::TensorSource {
-            ct: &ct,
-            data: &data,
+            g: &ct,
+            file: data,
             simd: opts.simd_kernels,
         };
-        let weights = model::Weights::load(&src, cfg).map_err(LocalError::InvalidModel)?;
+        let weights = model::Weights::load(&src, map.clone(), cfg).map_err(|e| {
+            if e.contains("does not support") {
+                LocalError::UnsupportedModel(e)
+            } else {
+                LocalError::InvalidModel(e)
+            }
+        })?;
         if weights.vocab_size() != tokenizer.vocab_size() {
             return Err(LocalError::InvalidModel(format!(
                 "token_embd.weight has {} rows for {} tokens",
@@ -427,39 +432,42 @@ impl LocalModel {
     }
 }
 
-fn load_tokenizer(ct: &gguf_file::Content) -> Result<Tokenizer, LocalError> {
+fn load_tokenizer(ct: &Gguf) -> Result<Tokenizer, LocalError> {
     let unsupported = LocalError::UnsupportedModel;
-    let get = |key: &str| ct.metadata.get(key);
-    let kind = get("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
-    if kind.map(String::as_str) != Some("gpt2") {
+    let kind = ct.str("tokenizer.ggml.model");
+    if kind != Some("gpt2") {
         return Err(unsupported(format!(
             "tokenizer model {kind:?} (only byte-level bpe, \"gpt2\", is supported)"
         )));
     }
-    let pre_name = get("tokenizer.ggml.pre")
-        .and_then(|v| v.to_string().ok())
-        .map_or("default", String::as_str);
+    let pre_name = ct.str("tokenizer.ggml.pre").unwrap_or("default");
     let pre = PreTokenizer::from_gguf_name(pre_name)
         .ok_or_else(|| unsupported(format!("pre-tokenizer {pre_name:?}")))?;
-    let strings = |key: &str| -> Result<Vec<String>, LocalError> {
-        let arr = get(key)
+    let array = |key: &str| -> Result<&[Value], LocalError> {
+        ct.get(key)
             .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} is missing")))?
-            .to_vec()
-            .map_err(|e| LocalError::InvalidModel(format!("metadata {key}: {e}")))?;
-        arr.iter()
-            .map(|v| v.to_string().cloned())
-            .collect::<Result<_, _>>()
-            .map_err(|e| LocalError::InvalidModel(format!("metadata {key}: {e}")))
+            .as_array()
+            .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} is not an array")))
+    };
+    let strings = |key: &str| -> Result<Vec<String>, LocalError> {
+        array(key)?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} holds a non-string")))
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
-    let types = match get("tokenizer.ggml.token_type") {
+    let types = match ct.get("tokenizer.ggml.token_type") {
         None => vec![tokenizer::TOKEN_TYPE_NORMAL; tokens.len()],
-        Some(v) => v
-            .to_vec()
-            .and_then(|a| a.iter().map(|t| t.to_i32()).collect())
-            .map_err(|e| {
-                LocalError::InvalidModel(format!("metadata tokenizer.ggml.token_type: {e}"))
+        Some(_) => array("tokenizer.ggml.token_type")?
+            .iter()
+            .map(|t| t.as_i64().and_then(|t| i32::try_from(t).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                LocalError::InvalidModel(
+                    "metadata tokenizer.ggml.token_type holds a non-integer".into(),
+                )
             })?,
     };
     Tokenizer::new(tokens, types, &merges, pre).map_err(LocalError::InvalidModel)

@@ -7,8 +7,6 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
 use llm_local::{
     default_model_path, how_to_get_model, ChatMessage, FinishReason, GenOptions, LocalError,
     LocalModel, Role,
@@ -266,21 +264,31 @@ fn non_gguf_files_are_reported() {
 }
 
 /// A real (tiny) GGUF of a state-space model: valid file, architecture we do not run.
+/// Written by hand after ggml's docs/gguf.md (version 3, little-endian).
 fn write_mamba_gguf(path: &Path) {
-    let conv = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let conv = QTensor::quantize(&conv, GgmlDType::F32).unwrap();
-    let arch = gguf_file::Value::String("mamba".into());
-    let ctx = gguf_file::Value::U32(16);
-    let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(
-        &mut f,
-        &[
-            ("general.architecture", &arch),
-            ("mamba.context_length", &ctx),
-        ],
-        &[("blk.0.ssm_conv1d.weight", &conv)],
-    )
-    .unwrap();
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    let mut f = b"GGUF".to_vec();
+    f.extend(3u32.to_le_bytes()); // version
+    f.extend(1u64.to_le_bytes()); // tensors
+    f.extend(2u64.to_le_bytes()); // metadata pairs
+    string(&mut f, "general.architecture");
+    f.extend(8u32.to_le_bytes()); // string
+    string(&mut f, "mamba");
+    string(&mut f, "mamba.context_length");
+    f.extend(4u32.to_le_bytes()); // u32
+    f.extend(16u32.to_le_bytes());
+    string(&mut f, "blk.0.ssm_conv1d.weight");
+    f.extend(2u32.to_le_bytes()); // dims
+    f.extend(32u64.to_le_bytes());
+    f.extend(4u64.to_le_bytes());
+    f.extend(0u32.to_le_bytes()); // f32
+    f.extend(0u64.to_le_bytes()); // offset
+    f.resize(f.len().div_ceil(32) * 32, 0);
+    f.extend(vec![0u8; 4 * 32 * 4]);
+    std::fs::write(path, f).unwrap();
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The embedded local model: the free, offline default provider.
 //!
-//! A GGUF chat model runs inside the host process (crate `llm-local`: candle's
-//! quantized llama with SIMD kernels, the GGUF's own tokenizer and chat
+//! A GGUF chat model runs inside the host process (crate `llm-local`: the
+//! memory-mapped GGUF, SIMD kernels, the GGUF's own tokenizer and chat
 //! template). The model loads once per process and is shared by every agent;
 //! token counts are exact, so reservations are exact too.
 
