@@ -27,11 +27,7 @@ fn prompt() -> Vec<ChatMessage> {
 }
 
 fn greedy(max_tokens: u32) -> GenOptions {
-    GenOptions {
-        max_tokens,
-        temperature: 0.0,
-        seed: 0,
-    }
+    GenOptions::greedy(max_tokens)
 }
 
 fn load(opts: LoadOptions) -> LocalModel {

@@ -20,6 +20,7 @@ mod template;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,14 +91,74 @@ impl ChatMessage {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct GenOptions {
     /// At least 1; generation also stops at the end of the context window.
     pub max_tokens: u32,
-    /// 0 is greedy (deterministic); above 0 samples with llama.cpp's default filters.
-    pub temperature: f32,
-    /// Seed of the sampler; unused when greedy.
+    /// `None`: llama.cpp's default, 0.8. `Some(0.0)`: greedy. Sampling uses llama.cpp's
+    /// default chain (see [`sampling`]).
+    pub temperature: Option<f32>,
+    /// Seed of the sampler: the same seed, prompt and options give the same text on
+    /// every run and machine. Unused when greedy.
     pub seed: u64,
+    /// Set it (from any thread) to stop the generation: it returns
+    /// [`LocalError::Cancelled`] soon after, during the prompt or the reply.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl GenOptions {
+    /// Greedy decoding of up to `max_tokens` tokens (deterministic, no seed).
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self {
+            max_tokens,
+            temperature: Some(0.0),
+            ..Self::default()
+        }
+    }
+
+    /// llama.cpp's default sampling of up to `max_tokens` tokens, seeded.
+    pub fn sampled(max_tokens: u32, seed: u64) -> Self {
+        Self {
+            max_tokens,
+            seed,
+            ..Self::default()
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A prompt tokenized once ([`LocalModel::tokenize_prompt`]): count it for a
+/// reservation with [`Prompt::len`], then generate from it with
+/// [`LocalModel::generate_from`] without tokenizing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    ids: Vec<u32>,
+}
+
+impl Prompt {
+    /// A prompt of given token ids (e.g. another tokenizer's, for comparisons); ids
+    /// outside the model's vocabulary are refused by `generate_from`.
+    pub fn from_ids(ids: Vec<u32>) -> Self {
+        Self { ids }
+    }
+
+    /// Tokens, as llama.cpp counts the prompt.
+    pub fn len(&self) -> u32 {
+        self.ids.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +225,8 @@ pub enum LocalError {
     InvalidRequest(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("generation cancelled")]
+    Cancelled,
 }
 
 /// Load-time switches, for benchmarks and comparisons.
@@ -356,7 +419,7 @@ impl LocalModel {
     /// Exact prompt tokens of these messages after the GGUF's chat template (incl.
     /// generation prompt and default system prompt); equals llama.cpp's count.
     pub fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<u32, LocalError> {
-        Ok(self.prompt_ids(messages)?.len() as u32)
+        Ok(self.tokenize_prompt(messages)?.len())
     }
 
     /// The rendered prompt, as text (for logs and debugging).
@@ -369,16 +432,30 @@ impl LocalModel {
         Ok(self.template.render(messages))
     }
 
-    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, LocalError> {
+    /// The prompt's tokens after the chat template: O(n log n) in the text, so any
+    /// prompt is cheap to count. Hand it to [`LocalModel::generate_from`].
+    pub fn tokenize_prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, LocalError> {
         let text = self.render_prompt(messages)?;
         let mut ids: Vec<u32> = self.add_bos.into_iter().collect();
         ids.extend(self.tokenizer.encode(&text));
-        Ok(ids)
+        Ok(Prompt { ids })
     }
 
+    /// Tokenizes the messages and generates; see [`LocalModel::generate_from`].
     pub fn generate(
         &self,
         messages: &[ChatMessage],
+        opts: &GenOptions,
+    ) -> Result<Generation, LocalError> {
+        self.generate_from(&self.tokenize_prompt(messages)?, opts)
+    }
+
+    /// Generates a reply to a tokenized prompt. Stops at an end-of-turn token,
+    /// `max_tokens`, the end of the context window, or `opts.cancel` (then
+    /// [`LocalError::Cancelled`]).
+    pub fn generate_from(
+        &self,
+        prompt: &Prompt,
         opts: &GenOptions,
     ) -> Result<Generation, LocalError> {
         if opts.max_tokens == 0 {
@@ -386,13 +463,19 @@ impl LocalModel {
                 "max_tokens must be at least 1, got 0".into(),
             ));
         }
-        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
-            return Err(LocalError::InvalidRequest(format!(
-                "temperature must be a finite number >= 0, got {}",
-                opts.temperature
-            )));
+        if let Some(t) = opts.temperature {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(LocalError::InvalidRequest(format!(
+                    "temperature must be a finite number >= 0, got {t}"
+                )));
+            }
         }
-        let prompt = self.prompt_ids(messages)?;
+        let prompt = &prompt.ids;
+        if prompt.is_empty() {
+            return Err(LocalError::InvalidRequest(
+                "the prompt has no tokens".into(),
+            ));
+        }
         let context = self.info.context_length as usize;
         if prompt.len() >= context {
             return Err(LocalError::PromptTooLong {
@@ -401,18 +484,29 @@ impl LocalModel {
             });
         }
         let budget = (opts.max_tokens as usize).min(context - prompt.len());
-        let infer = LocalError::Inference;
+        let temperature = opts.temperature.unwrap_or(sampling::DEFAULT_TEMPERATURE);
+        let stop = || opts.cancelled();
+        let step = |tokens: &[u32], cache: &mut model::Cache| -> Result<Vec<f32>, LocalError> {
+            match self.weights.forward(tokens, cache, &stop) {
+                Ok(Some(logits)) => Ok(logits),
+                Ok(None) => Err(LocalError::Cancelled),
+                Err(e) => Err(LocalError::Inference(e)),
+            }
+        };
+        if stop() {
+            return Err(LocalError::Cancelled);
+        }
         let mut cache = self.weights.new_cache(prompt.len() + budget);
         let mut rng = sampling::Rng::new(opts.seed);
         // The prompt goes in slices so scratch memory stays bounded for long prompts.
         let mut logits = Vec::new();
         for part in prompt.chunks(PREFILL_CHUNK) {
-            logits = self.weights.forward(part, &mut cache).map_err(infer)?;
+            logits = step(part, &mut cache)?;
         }
         let mut out = Vec::new();
         let mut completion = 0u32;
         let finish = loop {
-            let tok = sampling::sample(&logits, opts.temperature, &mut rng);
+            let tok = sampling::sample(&logits, temperature, &mut rng);
             completion += 1;
             if self.eog.contains(&tok) {
                 break FinishReason::Stop;
@@ -421,7 +515,7 @@ impl LocalModel {
             if out.len() >= budget {
                 break FinishReason::Length;
             }
-            logits = self.weights.forward(&[tok], &mut cache).map_err(infer)?;
+            logits = step(&[tok], &mut cache)?;
         };
         Ok(Generation {
             text: self.tokenizer.decode(&out),
@@ -477,6 +571,27 @@ fn load_tokenizer(ct: &Gguf) -> Result<Tokenizer, LocalError> {
 mod tests {
     use super::*;
 
+    /// The linear split and heap merges give the ids the regex split and rescan merges
+    /// gave, on the real vocabulary and real text (this repository's READMEs, code,
+    /// and text in several scripts).
+    #[test]
+    fn tokens_equal_the_reference_pipeline_on_real_text() {
+        let m = LocalModel::load(&default_model_path())
+            .unwrap_or_else(|e| panic!("{e}\n{}", how_to_get_model()));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts: Vec<String> = ["../../README.md", "README.md", "src/tokenizer.rs"]
+            .iter()
+            .map(|p| std::fs::read_to_string(root.join(p)).unwrap())
+            .collect();
+        texts.push("Ça coûte 12,50 € — 東京は晴れ。 Привет, мир! 🙂🙂 x²+y² don't WON'T it's\r\n\t\u{a0}ok".into());
+        texts.push("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n".into());
+        for text in &texts {
+            let ours = m.tokenizer.encode(text);
+            assert_eq!(ours, tokenizer::tests::encode_reference(&m.tokenizer, text));
+            assert_eq!(m.tokenizer.decode(&ours), text.replace("<|im_start|>", "").replace("<|im_end|>", ""));
+        }
+    }
+
     /// Needs the model file (fails with the how-to line without it): a prompt fed in
     /// slices must give bit-identical logits to one pass, since every row is computed
     /// on its own (per-row quantization, per-row attention over the same cache).
@@ -485,14 +600,18 @@ mod tests {
         let path = default_model_path();
         let m = LocalModel::load(&path).unwrap_or_else(|e| panic!("{e}\n{}", how_to_get_model()));
         let text = "The quick brown fox jumps over the lazy dog 42 times. ".repeat(8);
-        let ids = m.prompt_ids(&[ChatMessage::new(Role::User, text)]).unwrap();
+        let prompt = m
+            .tokenize_prompt(&[ChatMessage::new(Role::User, text)])
+            .unwrap();
+        let ids = prompt.ids();
         assert!(ids.len() > 100);
+        let go = &|| false;
         let mut one = m.weights.new_cache(ids.len());
-        let a = m.weights.forward(&ids, &mut one).unwrap();
+        let a = m.weights.forward(ids, &mut one, go).unwrap().unwrap();
         let mut sliced = m.weights.new_cache(ids.len());
         let mut b = Vec::new();
         for part in ids.chunks(7) {
-            b = m.weights.forward(part, &mut sliced).unwrap();
+            b = m.weights.forward(part, &mut sliced, go).unwrap().unwrap();
         }
         assert_eq!(a.len(), 49152);
         assert_eq!(a, b);

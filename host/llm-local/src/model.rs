@@ -409,8 +409,15 @@ impl Weights {
         }
     }
 
-    /// Runs `tokens` after the cache's positions; returns the last position's logits.
-    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
+    /// Runs `tokens` after the cache's positions; returns the last position's logits, or
+    /// `None` when `stop` said so (asked between steps of each layer; the cache is then
+    /// unusable). Each step of a 256-token slice takes milliseconds, so a stop is quick.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Vec<f32>>> {
         let cfg = &self.cfg;
         let pool = pool::global();
         let seq = tokens.len();
@@ -442,6 +449,9 @@ impl Weights {
             );
         }
         for (l, layer) in self.layers.iter().enumerate() {
+            if stop() {
+                return Ok(None);
+            }
             rms_norm(&b.x, &layer.attn_norm, cfg.rms_eps, &mut b.h);
             layer.qkv.forward(file, &b.h, seq, &mut b.qkv, pool)?;
             let width = e + 2 * kv;
@@ -463,11 +473,18 @@ impl Weights {
                 &cache.v[l],
                 &mut b.attn,
                 pool,
+                stop,
             );
+            if stop() {
+                return Ok(None);
+            }
             layer.wo.forward(file, &b.attn, seq, &mut b.o, pool)?;
             add(&mut b.x, &b.o);
             rms_norm(&b.x, &layer.ffn_norm, cfg.rms_eps, &mut b.h);
             layer.gate_up.forward(file, &b.h, seq, &mut b.gu, pool)?;
+            if stop() {
+                return Ok(None);
+            }
             b.act.clear();
             for row in b.gu.chunks_exact(2 * cfg.n_ff) {
                 let (g, u) = row.split_at(cfg.n_ff);
@@ -481,7 +498,7 @@ impl Weights {
         rms_norm(last, &self.output_norm, cfg.rms_eps, &mut b.h);
         let mut logits = Vec::new();
         self.output.forward(file, &b.h, 1, &mut logits, pool)?;
-        Ok(logits)
+        Ok(Some(logits))
     }
 
     fn rope_at(&self, pos: usize) -> (&[f32], &[f32]) {
@@ -554,6 +571,7 @@ fn attention(
     v: &[f32],
     out: &mut Vec<f32>,
     pool: &Pool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) {
     let (e, hd) = (cfg.n_embd, cfg.head_dim);
     let kv = cfg.n_kv_head * hd;
@@ -568,6 +586,11 @@ fn attention(
     let work = |items: std::ops::Range<usize>| {
         let mut scores = Vec::new();
         for item in items {
+            // Long contexts make one layer's attention long: give up early on a stop
+            // (the output is then garbage, and the caller checks `stop` next).
+            if item % cfg.n_head == 0 && pos > 1024 && stop() {
+                return;
+            }
             let (i, h) = (item / cfg.n_head, item % cfg.n_head);
             let q = &qkv[i * width + h * hd..][..hd];
             let kvh = (h / group) * hd;
@@ -752,6 +775,7 @@ mod tests {
             &qkv[6..8],
             &mut out,
             &Pool::new(1),
+            &|| false,
         );
         assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
     }

@@ -3,6 +3,9 @@
 //! Sampling uses llama.cpp's default filter chain (top-k 40, top-p 0.95, min-p 0.05,
 //! then temperature), so a local run behaves like the llama.cpp server it stands in for.
 
+/// llama.cpp's default temperature (`common_params_sampling::temp`).
+pub const DEFAULT_TEMPERATURE: f32 = 0.8;
+
 /// llama.cpp server defaults.
 const TOP_K: usize = 40;
 const TOP_P: f32 = 0.95;

@@ -5,11 +5,13 @@
 //! same file: tests/fixtures/openai-compatible/{request,response}-{basic,length}.*
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use llm_local::{
     default_model_path, how_to_get_model, ChatMessage, FinishReason, GenOptions, LocalError,
-    LocalModel, Role,
+    LocalModel, Prompt, Role,
 };
 
 fn model() -> Arc<LocalModel> {
@@ -47,11 +49,7 @@ fn length() -> Vec<ChatMessage> {
 }
 
 fn greedy(max_tokens: u32) -> GenOptions {
-    GenOptions {
-        max_tokens,
-        temperature: 0.0,
-        seed: 0,
-    }
+    GenOptions::greedy(max_tokens)
 }
 
 #[test]
@@ -118,9 +116,8 @@ fn greedy_is_deterministic() {
 fn sampling_follows_the_seed() {
     let m = model();
     let opts = |seed| GenOptions {
-        max_tokens: 24,
-        temperature: 1.0,
-        seed,
+        temperature: Some(1.0),
+        ..GenOptions::sampled(24, seed)
     };
     let a = m.generate(&basic(), &opts(1)).unwrap();
     let b = m.generate(&basic(), &opts(1)).unwrap();
@@ -188,7 +185,7 @@ fn bad_requests_are_errors() {
         .generate(
             &basic(),
             &GenOptions {
-                temperature: f32::NAN,
+                temperature: Some(f32::NAN),
                 ..greedy(4)
             },
         )
@@ -211,6 +208,81 @@ fn prompt_over_the_context_is_refused() {
         }
         other => panic!("expected PromptTooLong, got {other:?}"),
     }
+}
+
+#[test]
+fn a_prompt_tokenized_once_generates_the_same() {
+    let m = model();
+    let p = m.tokenize_prompt(&length()).unwrap();
+    assert_eq!(p.len(), m.count_prompt_tokens(&length()).unwrap());
+    let a = m.generate_from(&p, &greedy(6)).unwrap();
+    assert_eq!(a, m.generate(&length(), &greedy(6)).unwrap());
+    // Ids given from elsewhere work too; ids outside the vocabulary are refused.
+    let b = m
+        .generate_from(&Prompt::from_ids(p.ids().to_vec()), &greedy(6))
+        .unwrap();
+    assert_eq!(a, b);
+    let err = m
+        .generate_from(&Prompt::from_ids(vec![1, 49152]), &greedy(1))
+        .unwrap_err();
+    assert!(matches!(err, LocalError::Inference(_)), "{err:?}");
+    let err = m
+        .generate_from(&Prompt::from_ids(vec![]), &greedy(1))
+        .unwrap_err();
+    assert!(matches!(err, LocalError::InvalidRequest(_)), "{err:?}");
+}
+
+/// The 900 KB one-word prompt of issue 15: tokenized whole (the BPE merges and the
+/// split are O(n log n) and linear; a rescan per merge would need ~10^11 steps here).
+#[test]
+fn a_900_kb_word_is_tokenized() {
+    let m = model();
+    let word: String = "abcdefghijklmnopqrstuvwxyz".repeat(900_000 / 26);
+    let t = Instant::now();
+    let n = m
+        .count_prompt_tokens(&[ChatMessage::new(Role::User, word)])
+        .unwrap();
+    eprintln!("{n} tokens in {:?}", t.elapsed());
+    assert!(n > 100_000, "{n}");
+}
+
+#[test]
+fn cancel_before_the_start_is_immediate() {
+    let m = model();
+    let flag = Arc::new(AtomicBool::new(true));
+    let opts = GenOptions {
+        cancel: Some(flag),
+        ..greedy(8)
+    };
+    let err = m.generate(&length(), &opts).unwrap_err();
+    assert!(matches!(err, LocalError::Cancelled), "{err:?}");
+    assert_eq!(err.to_string(), "generation cancelled");
+}
+
+/// A flag set during a long prefill stops it: the run would take seconds otherwise.
+/// How fast it stops is measured by the bench (`cancel_latency`), not asserted here.
+#[test]
+fn cancel_during_the_prompt_stops_the_generation() {
+    let m = model();
+    let long = [ChatMessage::new(Role::User, "hello world ".repeat(3000))];
+    let flag = Arc::new(AtomicBool::new(false));
+    let opts = GenOptions {
+        cancel: Some(flag.clone()),
+        ..greedy(64)
+    };
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        flag.store(true, Ordering::Relaxed);
+        Instant::now()
+    });
+    let err = m.generate(&long, &opts).unwrap_err();
+    let returned = Instant::now();
+    let set = setter.join().unwrap();
+    assert!(matches!(err, LocalError::Cancelled), "{err:?}");
+    eprintln!(
+        "returned {:?} after the flag was set",
+        returned.saturating_duration_since(set)
+    );
 }
 
 #[test]
