@@ -588,7 +588,10 @@ mod tests {
         for text in &texts {
             let ours = m.tokenizer.encode(text);
             assert_eq!(ours, tokenizer::tests::encode_reference(&m.tokenizer, text));
-            assert_eq!(m.tokenizer.decode(&ours), text.replace("<|im_start|>", "").replace("<|im_end|>", ""));
+            assert_eq!(
+                m.tokenizer.decode(&ours),
+                text.replace("<|im_start|>", "").replace("<|im_end|>", "")
+            );
         }
     }
 
