@@ -13,6 +13,7 @@
 pub mod gguf;
 pub mod kernels;
 pub mod pool;
+pub mod prefix;
 
 mod model;
 mod sampling;
@@ -186,6 +187,9 @@ pub struct Generation {
     pub prompt_tokens: u32,
     /// Tokens generated, counting the end-of-turn token as llama.cpp does.
     pub completion_tokens: u32,
+    /// Leading prompt tokens whose keys and values came from the prefix cache (not
+    /// computed again); part of `prompt_tokens`.
+    pub cached_tokens: u32,
     pub finish_reason: FinishReason,
 }
 
@@ -234,11 +238,17 @@ pub enum LocalError {
 pub struct LoadOptions {
     /// Use the AVX2 Q4_1 / Q8_0 kernels (true) or the scalar references (false).
     pub simd_kernels: bool,
+    /// Byte budget of the prompt-prefix KV cache; 0 turns it off. Default:
+    /// `LLM_LOCAL_PREFIX_CACHE_MB` MB, else 256 MB ([`prefix::default_budget`]).
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { simd_kernels: true }
+        Self {
+            simd_kernels: true,
+            prefix_cache_bytes: prefix::default_budget(),
+        }
     }
 }
 
@@ -251,6 +261,7 @@ pub struct LocalModel {
     /// End-of-generation tokens: eos plus the control tokens llama.cpp treats as such.
     eog: Vec<u32>,
     weights: model::Weights,
+    prefixes: prefix::PrefixCache,
 }
 
 const _: fn() = || {
@@ -409,7 +420,18 @@ impl LocalModel {
             add_bos,
             eog,
             weights,
+            prefixes: prefix::PrefixCache::new(opts.prefix_cache_bytes),
         })
+    }
+
+    /// Forgets every cached prompt prefix.
+    pub fn clear_prefix_cache(&self) {
+        self.prefixes.clear();
+    }
+
+    /// Bytes held by the prompt-prefix cache.
+    pub fn prefix_cache_bytes(&self) -> usize {
+        self.prefixes.bytes()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -496,11 +518,19 @@ impl LocalModel {
         if stop() {
             return Err(LocalError::Cancelled);
         }
-        let mut cache = self.weights.new_cache(prompt.len() + budget);
+        let capacity = prompt.len() + budget;
+        // At least the last prompt token is run: its logits give the first reply token.
+        let mut cache = match self.prefixes.lookup(prompt) {
+            Some((entry, n)) => self
+                .weights
+                .cache_from(&entry, n.min(prompt.len() - 1), capacity),
+            None => self.weights.new_cache(capacity),
+        };
+        let cached = cache.pos();
         let mut rng = sampling::Rng::new(opts.seed);
         // The prompt goes in slices so scratch memory stays bounded for long prompts.
         let mut logits = Vec::new();
-        for part in prompt.chunks(PREFILL_CHUNK) {
+        for part in prompt[cached..].chunks(PREFILL_CHUNK) {
             logits = step(part, &mut cache)?;
         }
         let mut out = Vec::new();
@@ -517,10 +547,19 @@ impl LocalModel {
             }
             logits = step(&[tok], &mut cache)?;
         };
+        let text = self.tokenizer.decode(&out);
+        let run: Vec<u32> = prompt
+            .iter()
+            .chain(&out)
+            .take(cache.pos())
+            .copied()
+            .collect();
+        self.prefixes.insert(cache.into_entry(run));
         Ok(Generation {
-            text: self.tokenizer.decode(&out),
+            text,
             prompt_tokens: prompt.len() as u32,
             completion_tokens: completion,
+            cached_tokens: cached as u32,
             finish_reason: finish,
         })
     }
@@ -593,6 +632,42 @@ mod tests {
                 text.replace("<|im_start|>", "").replace("<|im_end|>", "")
             );
         }
+    }
+
+    /// A continuation from cached keys and values gives bit-identical logits to a cold
+    /// pass over the whole prompt.
+    #[test]
+    fn cached_prefix_gives_bit_identical_logits() {
+        let m = LocalModel::load(&default_model_path())
+            .unwrap_or_else(|e| panic!("{e}\n{}", how_to_get_model()));
+        let go = &|| false;
+        let first = [ChatMessage::new(Role::User, "Name three colours.")];
+        let a = m.tokenize_prompt(&first).unwrap();
+        let mut c = m.weights.new_cache(64);
+        m.weights.forward(a.ids(), &mut c, go).unwrap().unwrap();
+        let entry = c.into_entry(a.ids().to_vec());
+        let second = [
+            first[0].clone(),
+            ChatMessage::new(Role::Assistant, "Red, green, blue."),
+            ChatMessage::new(Role::User, "And three more?"),
+        ];
+        let b = m.tokenize_prompt(&second).unwrap();
+        let shared = a
+            .ids()
+            .iter()
+            .zip(b.ids())
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(shared > 20 && shared < b.ids().len());
+        let mut warm = m.weights.cache_from(&entry, shared, 128);
+        let hot = m
+            .weights
+            .forward(&b.ids()[shared..], &mut warm, go)
+            .unwrap()
+            .unwrap();
+        let mut cold = m.weights.new_cache(128);
+        let full = m.weights.forward(b.ids(), &mut cold, go).unwrap().unwrap();
+        assert_eq!(hot, full);
     }
 
     /// Needs the model file (fails with the how-to line without it): a prompt fed in

@@ -16,6 +16,7 @@ use memmap2::Mmap;
 use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::kernels::{self, BlockQ4_1, BlockQ8_0, QWeights, QK};
 use crate::pool::{self, Pool};
+use crate::prefix::Entry;
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -111,8 +112,12 @@ struct Linear {
     simd: bool,
 }
 
+/// Rows of a prompt slice per matmul call: `stop` is asked between calls, so a long
+/// prefill step (up to 256 rows) does not delay a cancellation.
+const ROWS_PER_CHECK: usize = 64;
+
 impl Linear {
-    /// `out` (m, n) = `x` (m, k) times the matrix transposed.
+    /// `out` (m, n) = `x` (m, k) times the matrix transposed; false when `stop` said so.
     fn forward(
         &self,
         file: &[u8],
@@ -120,29 +125,37 @@ impl Linear {
         m: usize,
         out: &mut Vec<f32>,
         pool: &Pool,
-    ) -> Result<()> {
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<bool> {
+        let (k, n) = (self.k, self.n);
         out.clear();
-        out.resize(m * self.n, 0.0);
-        let mkn = (m, self.k, self.n);
+        out.resize(m * n, 0.0);
         // Ranges were cast once at load, so these casts cannot fail.
-        match self.quant {
-            Quant::Q4_1 => {
-                let parts: Vec<&[BlockQ4_1]> = self
-                    .parts
-                    .iter()
-                    .map(|r| kernels::blocks(&file[r.clone()]).expect("checked at load"))
-                    .collect();
-                kernels::matmul(QWeights::Q4_1(&parts), mkn, x, out, pool, self.simd)
-            }
-            Quant::Q8_0 => {
-                let parts: Vec<&[BlockQ8_0]> = self
-                    .parts
-                    .iter()
-                    .map(|r| kernels::blocks(&file[r.clone()]).expect("checked at load"))
-                    .collect();
-                kernels::matmul(QWeights::Q8_0(&parts), mkn, x, out, pool, self.simd)
+        let (mut q41, mut q80) = (Vec::new(), Vec::new());
+        for r in &self.parts {
+            match self.quant {
+                Quant::Q4_1 => q41
+                    .push(kernels::blocks::<BlockQ4_1>(&file[r.clone()]).expect("checked at load")),
+                Quant::Q8_0 => q80
+                    .push(kernels::blocks::<BlockQ8_0>(&file[r.clone()]).expect("checked at load")),
             }
         }
+        for r0 in (0..m).step_by(ROWS_PER_CHECK) {
+            if r0 > 0 && stop() {
+                return Ok(false);
+            }
+            let rows = ROWS_PER_CHECK.min(m - r0);
+            let w = match self.quant {
+                Quant::Q4_1 => QWeights::Q4_1(&q41),
+                Quant::Q8_0 => QWeights::Q8_0(&q80),
+            };
+            let (xs, dst) = (
+                &x[r0 * k..(r0 + rows) * k],
+                &mut out[r0 * n..(r0 + rows) * n],
+            );
+            kernels::matmul(w, (rows, k, n), xs, dst, pool, self.simd)?;
+        }
+        Ok(true)
     }
 }
 
@@ -409,6 +422,21 @@ impl Weights {
         }
     }
 
+    /// A cache for up to `capacity` positions holding the first `reuse` positions of
+    /// `entry` (the caller checked that its tokens are the prompt's).
+    pub fn cache_from(&self, entry: &Entry, reuse: usize, capacity: usize) -> Cache {
+        let kv = self.cfg.n_kv_head * self.cfg.head_dim;
+        let mut c = self.new_cache(capacity.max(reuse));
+        for (dst, src) in c.k.iter_mut().zip(&entry.k) {
+            dst.extend_from_slice(&src[..reuse * kv]);
+        }
+        for (dst, src) in c.v.iter_mut().zip(&entry.v) {
+            dst.extend_from_slice(&src[..reuse * kv]);
+        }
+        c.pos = reuse;
+        c
+    }
+
     /// Runs `tokens` after the cache's positions; returns the last position's logits, or
     /// `None` when `stop` said so (asked between steps of each layer; the cache is then
     /// unusable). Each step of a 256-token slice takes milliseconds, so a stop is quick.
@@ -453,7 +481,9 @@ impl Weights {
                 return Ok(None);
             }
             rms_norm(&b.x, &layer.attn_norm, cfg.rms_eps, &mut b.h);
-            layer.qkv.forward(file, &b.h, seq, &mut b.qkv, pool)?;
+            if !layer.qkv.forward(file, &b.h, seq, &mut b.qkv, pool, stop)? {
+                return Ok(None);
+            }
             let width = e + 2 * kv;
             for (i, row) in b.qkv.chunks_exact_mut(width).enumerate() {
                 let (cos, sin) = self.rope_at(pos + i);
@@ -478,10 +508,17 @@ impl Weights {
             if stop() {
                 return Ok(None);
             }
-            layer.wo.forward(file, &b.attn, seq, &mut b.o, pool)?;
+            if !layer.wo.forward(file, &b.attn, seq, &mut b.o, pool, stop)? {
+                return Ok(None);
+            }
             add(&mut b.x, &b.o);
             rms_norm(&b.x, &layer.ffn_norm, cfg.rms_eps, &mut b.h);
-            layer.gate_up.forward(file, &b.h, seq, &mut b.gu, pool)?;
+            if !layer
+                .gate_up
+                .forward(file, &b.h, seq, &mut b.gu, pool, stop)?
+            {
+                return Ok(None);
+            }
             if stop() {
                 return Ok(None);
             }
@@ -490,14 +527,20 @@ impl Weights {
                 let (g, u) = row.split_at(cfg.n_ff);
                 b.act.extend(g.iter().zip(u).map(|(&g, &u)| silu(g) * u));
             }
-            layer.down.forward(file, &b.act, seq, &mut b.o, pool)?;
+            if !layer
+                .down
+                .forward(file, &b.act, seq, &mut b.o, pool, stop)?
+            {
+                return Ok(None);
+            }
             add(&mut b.x, &b.o);
         }
         cache.pos += seq;
         let last = &b.x[(seq - 1) * e..];
         rms_norm(last, &self.output_norm, cfg.rms_eps, &mut b.h);
         let mut logits = Vec::new();
-        self.output.forward(file, &b.h, 1, &mut logits, pool)?;
+        self.output
+            .forward(file, &b.h, 1, &mut logits, pool, stop)?;
         Ok(Some(logits))
     }
 
@@ -515,6 +558,28 @@ pub struct Cache {
     v: Vec<Vec<f32>>,
     pos: usize,
     buf: Buffers,
+}
+
+impl Cache {
+    /// Positions computed so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The keys and values of `tokens` (the tokens of positions `0..pos`), for
+    /// [`crate::prefix::PrefixCache`]; scratch space is dropped.
+    pub fn into_entry(self, tokens: Vec<u32>) -> Entry {
+        debug_assert_eq!(tokens.len(), self.pos);
+        let fit = |mut v: Vec<Vec<f32>>| {
+            v.iter_mut().for_each(Vec::shrink_to_fit);
+            v
+        };
+        Entry {
+            tokens,
+            k: fit(self.k),
+            v: fit(self.v),
+        }
+    }
 }
 
 #[derive(Default)]

@@ -130,7 +130,11 @@ impl Provider for Local {
         Ok(ChatResponse {
             text: g.text,
             model: MODEL_NAME.into(),
-            usage: Some(Usage { input_tokens: g.prompt_tokens as u64, output_tokens: g.completion_tokens as u64, cached_tokens: 0 }),
+            usage: Some(Usage {
+                input_tokens: g.prompt_tokens as u64,
+                output_tokens: g.completion_tokens as u64,
+                cached_tokens: g.cached_tokens as u64,
+            }),
             finish_reason: g.finish_reason.as_str().into(),
         })
     }
