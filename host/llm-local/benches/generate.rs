@@ -214,8 +214,9 @@ fn main() {
         .unwrap_or_else(|_| "summary,cancel,prefix,criterion".into());
     let on = |s: &str| sections.split(',').any(|x| x.trim() == s);
     println!(
-        "threads: {}, avx2+fma+f16c: {}",
+        "threads: up to {}, free now {}, avx2+fma+f16c: {}",
         llm_local::pool::global().threads(),
+        llm_local::pool::free_threads(),
         llm_local::kernels::simd_available()
     );
     if on("summary") {

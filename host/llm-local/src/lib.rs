@@ -424,6 +424,39 @@ impl LocalModel {
         })
     }
 
+    /// Teacher forcing, to compare with another implementation: runs `ids[..from]`, then
+    /// feeds `ids[from..]` one by one, and returns the greedy choice (top-1) this model
+    /// makes before each of them. No sampling, no cache, no end-of-turn handling.
+    pub fn greedy_choices(&self, ids: &[u32], from: usize) -> Result<Vec<u32>, LocalError> {
+        if from == 0 || from > ids.len() || ids.len() > self.info.context_length as usize {
+            return Err(LocalError::InvalidRequest(format!(
+                "cannot feed {} tokens from position {from}",
+                ids.len()
+            )));
+        }
+        let infer = LocalError::Inference;
+        let go = || false;
+        let mut cache = self.weights.new_cache(ids.len());
+        let mut logits = Vec::new();
+        for part in ids[..from].chunks(PREFILL_CHUNK) {
+            logits = self
+                .weights
+                .forward(part, &mut cache, &go)
+                .map_err(infer)?
+                .unwrap_or_default();
+        }
+        let mut out = Vec::with_capacity(ids.len() - from);
+        for &next in &ids[from..] {
+            out.push(sampling::argmax(&logits));
+            logits = self
+                .weights
+                .forward(&[next], &mut cache, &go)
+                .map_err(infer)?
+                .unwrap_or_default();
+        }
+        Ok(out)
+    }
+
     /// Forgets every cached prompt prefix.
     pub fn clear_prefix_cache(&self) {
         self.prefixes.clear();

@@ -292,6 +292,22 @@ fn a_prompt_tokenized_once_generates_the_same() {
     assert!(matches!(err, LocalError::InvalidRequest(_)), "{err:?}");
 }
 
+/// Teacher forcing (for comparisons with llama.cpp): fed its own greedy choices, the
+/// model returns exactly them.
+#[test]
+fn greedy_choices_are_consistent_with_themselves() {
+    let m = model();
+    let p = m.tokenize_prompt(&length()).unwrap();
+    let mut seq = p.ids().to_vec();
+    for _ in 0..5 {
+        let next = m.greedy_choices(&[&seq[..], &[0]].concat(), seq.len()).unwrap();
+        seq.push(next[0]);
+    }
+    let all = m.greedy_choices(&seq, p.ids().len()).unwrap();
+    assert_eq!(all, &seq[p.ids().len()..]);
+    assert!(m.greedy_choices(&seq, 0).is_err());
+}
+
 /// The 900 KB one-word prompt of issue 15: tokenized whole (the BPE merges and the
 /// split are O(n log n) and linear; a rescan per merge would need ~10^11 steps here).
 #[test]
