@@ -120,6 +120,7 @@ fn quantize_block(x: &[f32], qs: &mut [i8; QK]) -> (f32, i32) {
     (amax / 127.0, sum)
 }
 
+#[inline(always)]
 fn quantize_q8_1_impl(xs: &[f32], ys: &mut [BlockQ8_1]) {
     for (x, y) in xs.chunks_exact(QK).zip(ys.iter_mut()) {
         let (d, sum) = quantize_block(x, &mut y.qs);
@@ -128,6 +129,7 @@ fn quantize_q8_1_impl(xs: &[f32], ys: &mut [BlockQ8_1]) {
     }
 }
 
+#[inline(always)]
 fn quantize_q8_0_impl(xs: &[f32], ys: &mut [BlockQ8_0]) {
     for (x, y) in xs.chunks_exact(QK).zip(ys.iter_mut()) {
         y.d = f16::from_f32(quantize_block(x, &mut y.qs).0);
@@ -231,20 +233,73 @@ mod avx2 {
         _mm_cvtsi64_si128(i64::from_le_bytes(*(p as *const [u8; 8])))
     }
 
+    /// True when the CPU has AVX-VNNI (`vpdpbusd` on 256-bit registers) and
+    /// `LLM_LOCAL_NO_VNNI` is not set (for comparisons; results are the same bits).
+    pub fn vnni() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            is_x86_feature_detected!("avxvnni") && std::env::var_os("LLM_LOCAL_NO_VNNI").is_none()
+        })
+    }
+
+    /// Sums of 4 adjacent u8 x i8 products as i32 lanes: one `vpdpbusd` with VNNI, else
+    /// `maddubs` + `madd` (same integers: the i16 pair sums cannot saturate here).
+    #[inline(always)]
+    unsafe fn dot_u8_i8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
+        if VNNI {
+            _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+        }
+    }
+
     /// Dots of `R` consecutive weight rows (each `nb` blocks from `w`) with one Q8_1 row.
-    /// `ysc[i]` is `[f32(y[i].d), f32(y[i].s)]`.
+    /// `ysc[i]` is `[f32(y[i].d), f32(y[i].s)]`. Uses AVX-VNNI when the CPU has it.
     ///
     /// # Safety
     /// AVX2, FMA and F16C are available; `w` has `R * nb` blocks, `y` and `ysc` `nb`.
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline(always)]
     pub unsafe fn dot_q4_1<const R: usize>(
         w: *const BlockQ4_1,
         nb: usize,
         y: *const BlockQ8_1,
         ysc: *const [f32; 2],
     ) -> [f32; R] {
+        if vnni() {
+            dot_q4_1_vnni::<R>(w, nb, y, ysc)
+        } else {
+            dot_q4_1_plain::<R>(w, nb, y, ysc)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_1_plain<const R: usize>(
+        w: *const BlockQ4_1,
+        nb: usize,
+        y: *const BlockQ8_1,
+        ysc: *const [f32; 2],
+    ) -> [f32; R] {
+        dot_q4_1_body::<R, false>(w, nb, y, ysc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn dot_q4_1_vnni<const R: usize>(
+        w: *const BlockQ4_1,
+        nb: usize,
+        y: *const BlockQ8_1,
+        ysc: *const [f32; 2],
+    ) -> [f32; R] {
+        dot_q4_1_body::<R, true>(w, nb, y, ysc)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_q4_1_body<const R: usize, const VNNI: bool>(
+        w: *const BlockQ4_1,
+        nb: usize,
+        y: *const BlockQ8_1,
+        ysc: *const [f32; 2],
+    ) -> [f32; R] {
         let low_mask = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
         // Lane 1 accumulates m * s; lane 0 holds junk.
         let mut summs = [_mm_setzero_ps(); R];
@@ -267,8 +322,8 @@ mod avx2 {
                     low_mask,
                     _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
                 );
-                // u8 x i8 pairs -> i16 (at most 2*15*127, no saturation) -> i32 -> f32.
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
+                // u8 x i8 products summed by 4 -> i32 -> f32.
+                let dot = dot_u8_i8::<VNNI>(qx, qy);
                 acc[r] =
                     _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(dot), acc[r]);
             }
@@ -281,17 +336,51 @@ mod avx2 {
     }
 
     /// Dots of `R` consecutive Q8_0 weight rows with one Q8_0 row; `yd[i] = f32(y[i].d)`.
+    /// Uses AVX-VNNI when the CPU has it.
     ///
     /// # Safety
     /// AVX2, FMA and F16C are available; `w` has `R * nb` blocks, `y` and `yd` `nb`.
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline(always)]
     pub unsafe fn dot_q8_0<const R: usize>(
         w: *const BlockQ8_0,
         nb: usize,
         y: *const BlockQ8_0,
         yd: *const f32,
     ) -> [f32; R] {
-        let ones = _mm256_set1_epi16(1);
+        if vnni() {
+            dot_q8_0_vnni::<R>(w, nb, y, yd)
+        } else {
+            dot_q8_0_plain::<R>(w, nb, y, yd)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8_0_plain<const R: usize>(
+        w: *const BlockQ8_0,
+        nb: usize,
+        y: *const BlockQ8_0,
+        yd: *const f32,
+    ) -> [f32; R] {
+        dot_q8_0_body::<R, false>(w, nb, y, yd)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn dot_q8_0_vnni<const R: usize>(
+        w: *const BlockQ8_0,
+        nb: usize,
+        y: *const BlockQ8_0,
+        yd: *const f32,
+    ) -> [f32; R] {
+        dot_q8_0_body::<R, true>(w, nb, y, yd)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_q8_0_body<const R: usize, const VNNI: bool>(
+        w: *const BlockQ8_0,
+        nb: usize,
+        y: *const BlockQ8_0,
+        yd: *const f32,
+    ) -> [f32; R] {
         let mut acc = [_mm256_setzero_ps(); R];
         for i in 0..nb {
             let yb = y.wrapping_add(i) as *const u8;
@@ -309,10 +398,7 @@ mod avx2 {
                 let d = _mm_mul_ss(_mm_cvtph_ps(d_x), d_y);
                 let qx = _mm256_lddqu_si256(xb.wrapping_add(2) as *const __m256i);
                 // llama.cpp's mul_sum_i8_pairs_float: |x| * (y with x's sign).
-                let dot = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)),
-                    ones,
-                );
+                let dot = dot_u8_i8::<VNNI>(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
                 acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(dot), acc[r]);
             }
         }
@@ -606,6 +692,37 @@ mod tests {
                     );
                     assert_eq!(one, four[r]);
                 }
+            }
+        }
+    }
+
+    /// The VNNI kernels compute the same integers as maddubs + madd: identical bits.
+    #[test]
+    fn vnni_kernels_equal_the_avx2_ones_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !simd_available() || !avx2::vnni() {
+                eprintln!("no avx-vnni on this cpu: nothing to compare");
+                return;
+            }
+            let mut rng = Rng(3);
+            let nb = 18;
+            let w41 = quantize_q4_1_ref(&rng.vec(4 * nb * QK, 0.1));
+            let w80 = quantize_q8_0_ref(&rng.vec(4 * nb * QK, 0.1));
+            let mut y1 = vec![BlockQ8_1::ZERO; nb];
+            let mut y0 = vec![BlockQ8_0::ZERO; nb];
+            let x = rng.vec(nb * QK, 3.0);
+            quantize_row_q8_1(&x, &mut y1);
+            quantize_row_q8_0(&x, &mut y0);
+            let ysc: Vec<[f32; 2]> = y1.iter().map(|y| [y.d.to_f32(), y.s.to_f32()]).collect();
+            let yd: Vec<f32> = y0.iter().map(|y| y.d.to_f32()).collect();
+            unsafe {
+                let a = avx2::dot_q4_1_vnni::<4>(w41.as_ptr(), nb, y1.as_ptr(), ysc.as_ptr());
+                let b = avx2::dot_q4_1_plain::<4>(w41.as_ptr(), nb, y1.as_ptr(), ysc.as_ptr());
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits));
+                let a = avx2::dot_q8_0_vnni::<4>(w80.as_ptr(), nb, y0.as_ptr(), yd.as_ptr());
+                let b = avx2::dot_q8_0_plain::<4>(w80.as_ptr(), nb, y0.as_ptr(), yd.as_ptr());
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits));
             }
         }
     }

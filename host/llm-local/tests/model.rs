@@ -300,7 +300,9 @@ fn greedy_choices_are_consistent_with_themselves() {
     let p = m.tokenize_prompt(&length()).unwrap();
     let mut seq = p.ids().to_vec();
     for _ in 0..5 {
-        let next = m.greedy_choices(&[&seq[..], &[0]].concat(), seq.len()).unwrap();
+        let next = m
+            .greedy_choices(&[&seq[..], &[0]].concat(), seq.len())
+            .unwrap();
         seq.push(next[0]);
     }
     let all = m.greedy_choices(&seq, p.ids().len()).unwrap();
