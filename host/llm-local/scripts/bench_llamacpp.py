@@ -23,7 +23,7 @@ import time
 
 from llama_cpp import Llama
 
-ROUNDS = int(os.environ.get("ROUNDS", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))  # 0: agreement only
 N = int(os.environ.get("TOKENS", "256"))
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -91,6 +91,9 @@ def main():
         prompt = tokens(two, json.load(f)["messages"])
     print(f"prompt: {len(prompt)} tokens (llama.cpp's tokenizer)")
 
+    if ROUNDS == 0:
+        agreement(two, side, fixtures)
+        return
     rows = {"llm-local": [], "llama.cpp 2 threads": [], "llama.cpp default threads": []}
     prefill = {k: [] for k in rows}
     loads, threads = [], []
@@ -113,7 +116,10 @@ def main():
               f"{med / ref:.2f}x llama.cpp 2 threads; 36-token prompt + 1 token: "
               f"{statistics.median(prefill[k]) * 1e3:.0f} ms")
     print(f"llm-local load: median {statistics.median(loads):.0f} ms; threads used: {threads}")
+    agreement(two, side, fixtures)
 
+
+def agreement(two, side, fixtures):
     agree = total = 0
     for name in ("request-basic.json", "request-length.json", "request-stream.json"):
         with open(os.path.join(fixtures, name)) as f:

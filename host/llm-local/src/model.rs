@@ -593,11 +593,13 @@ struct Buffers {
     act: Vec<f32>,
 }
 
-/// `out` = each row of `x` scaled to unit RMS, times `w`, as llama.cpp's `rms_norm`.
+/// `out` = each row of `x` scaled to unit RMS, times `w`, as ggml's `rms_norm` (its sum of
+/// squares accumulates in f64) followed by its `mul`.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
     out.clear();
     for row in x.chunks_exact(w.len()) {
-        let mean = row.iter().map(|&v| v * v).sum::<f32>() / w.len() as f32;
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / w.len() as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         out.extend(row.iter().zip(w).map(|(&v, &g)| v * scale * g));
     }
