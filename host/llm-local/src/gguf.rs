@@ -4,7 +4,7 @@
 //! `GGUF`, version, tensor count, metadata count, then typed key/value pairs, then one
 //! info per tensor (name, dims, ggml type, offset), then the tensor data, aligned to
 //! `general.alignment` (32 by default). Nothing here copies tensor data or knows the
-//! model; [`crate::model`] picks tensors by name and [`GgmlType`] says how big they are.
+//! model; the `model` module picks tensors by name and [`GgmlType`] says how big they are.
 //! Every read is bounds-checked: a cut file is [`ReadError::Truncated`], never a panic.
 
 use std::collections::HashMap;

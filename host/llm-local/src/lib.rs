@@ -6,9 +6,12 @@
 //! tokenizer and chat template come from the GGUF itself, so [`LocalModel::count_prompt_tokens`]
 //! gives the same prompt token count as llama.cpp. The GGUF is memory-mapped and read by
 //! [`gguf`]; inference runs AVX2 kernels of our own ([`kernels`]) in a forward pass over
-//! plain buffers; each [`LocalModel::generate`] call owns its KV cache, so concurrent calls are safe.
-//! Threads: [`pool`] (`LLM_LOCAL_THREADS`, default 1 per generation; concurrent
-//! generations run in parallel on their callers' threads).
+//! plain buffers. Tokenize once with [`LocalModel::tokenize_prompt`] (its length is the
+//! reservation's count), then [`LocalModel::generate_from`], cancellable through
+//! [`GenOptions::cancel`], sampled as llama.cpp by default ([`sampling`]). Each call owns
+//! its KV cache, seeded from the model's shared prompt-prefix cache ([`prefix`]), so
+//! concurrent calls are safe. Threads: [`pool`] (the free cores, or `LLM_LOCAL_THREADS`;
+//! concurrent generations run in parallel on their callers' threads).
 
 pub mod gguf;
 pub mod kernels;
@@ -16,7 +19,7 @@ pub mod pool;
 pub mod prefix;
 
 mod model;
-mod sampling;
+pub mod sampling;
 mod template;
 mod tokenizer;
 
