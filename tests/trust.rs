@@ -266,3 +266,18 @@ fn two_hooks_of_one_name_are_refused_and_names_can_be_given() {
     r.assert_code(0);
     assert!(r.stdout.contains("🪝 Hook: chaos-hook (sha256") && r.stdout.contains("🪝 Hook: second (sha256"), "{}", r.stdout);
 }
+
+/// A 900 KB prompt that is one long word: tokenized (off the runtime, in
+/// O(n log n)) and refused for the context window, without freezing the host.
+#[test]
+fn one_long_word_does_not_freeze_the_host() {
+    let dir = tempdir();
+    let started = Instant::now();
+    let mut c = host();
+    c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir.path()).args(["--task", "long-word", "--budget", "1", "--json"]);
+    let r = run(&mut c);
+    assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
+    r.assert_code(0);
+    let result = r.json()["result"].as_str().unwrap().to_string();
+    assert!(result.starts_with("refused: ") && result.contains("context"), "{result}");
+}

@@ -20,3 +20,20 @@ $(MODEL_FILE):
 	    dst = open(sys.argv[2] + ".part", "wb"); \
 	    shutil.copyfileobj(src, dst); dst.close()' "$$tmp" "$@" && \
 	  mv "$@.part" "$@" && rm -rf "$$tmp" && echo "model: $@"
+
+# Optional: llm-local beside llama.cpp on the same file, in one run (speed on a fresh
+# prompt, load time, top-1 agreement on the recorded fixtures). pip builds
+# llama-cpp-python (it compiles llama.cpp: minutes) into a venv under target/, once.
+LLAMACPP_VENV := target/llamacpp-venv
+LLAMACPP_PKG := llama-cpp-python==0.3.36
+
+$(LLAMACPP_VENV)/.built:
+	python3 -m venv $(LLAMACPP_VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(LLAMACPP_VENV)/bin/pip install --disable-pip-version-check -q "$(LLAMACPP_PKG)"
+	touch $@
+
+.PHONY: bench-llamacpp
+bench-llamacpp: $(MODEL_FILE) $(LLAMACPP_VENV)/.built
+	$(CARGO) build -q -p llm-local --example side
+	BUDGET_HOST_MODEL=$(MODEL_FILE) $(LLAMACPP_VENV)/bin/python host/llm-local/scripts/bench_llamacpp.py \
+	  $(MODEL_FILE) target/debug/examples/side tests/fixtures/openai-compatible

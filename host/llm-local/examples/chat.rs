@@ -1,22 +1,19 @@
 //! Runs one chat completion on the local model: `cargo run -p llm-local --example chat --
-//! [--max N] [--temp T] [--seed S] [--system TEXT] USER_MESSAGE`.
+//! [--max N] [--temp T] [--seed S] [--system TEXT] USER_MESSAGE`. Without `--temp`,
+//! llama.cpp's default sampling (temperature 0.8); `--temp 0` is greedy.
 
 use llm_local::{default_model_path, ChatMessage, GenOptions, LocalModel, Role};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut opts = GenOptions {
-        max_tokens: 128,
-        temperature: 0.0,
-        seed: 0,
-    };
+    let mut opts = GenOptions::sampled(128, 0);
     let mut messages = Vec::new();
     let mut user = None;
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("flag needs a value");
         match a.as_str() {
             "--max" => opts.max_tokens = val().parse().expect("--max N"),
-            "--temp" => opts.temperature = val().parse().expect("--temp T"),
+            "--temp" => opts.temperature = Some(val().parse().expect("--temp T")),
             "--seed" => opts.seed = val().parse().expect("--seed S"),
             "--system" => messages.push(ChatMessage::new(Role::System, val())),
             _ => user = Some(a),

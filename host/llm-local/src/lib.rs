@@ -4,25 +4,31 @@
 //! SmolLM2-135M-Instruct Q4_1, see [`default_model_path`]); the loaded model is
 //! `Send + Sync` and meant to be shared in an `Arc` by all agents of a process. The
 //! tokenizer and chat template come from the GGUF itself, so [`LocalModel::count_prompt_tokens`]
-//! gives the same prompt token count as llama.cpp. Inference uses candle to read the
-//! GGUF, with AVX2 kernels of our own ([`kernels`]) and a forward pass over plain buffers;
-//! each [`LocalModel::generate`] call owns its KV cache, so concurrent calls are safe.
-//! Threads: [`pool`] (`LLM_LOCAL_THREADS`, default 1 per generation; concurrent
-//! generations run in parallel on their callers' threads).
+//! gives the same prompt token count as llama.cpp. The GGUF is memory-mapped and read by
+//! [`gguf`]; inference runs AVX2 kernels of our own ([`kernels`]) in a forward pass over
+//! plain buffers. Tokenize once with [`LocalModel::tokenize_prompt`] (its length is the
+//! reservation's count), then [`LocalModel::generate_from`], cancellable through
+//! [`GenOptions::cancel`], sampled as llama.cpp by default ([`sampling`]). Each call owns
+//! its KV cache, seeded from the model's shared prompt-prefix cache ([`prefix`]), so
+//! concurrent calls are safe. Threads: [`pool`] (the free cores, or `LLM_LOCAL_THREADS`;
+//! concurrent generations run in parallel on their callers' threads).
 
+pub mod gguf;
 pub mod kernels;
 pub mod pool;
+pub mod prefix;
 
 mod model;
-mod sampling;
+pub mod sampling;
 mod template;
 mod tokenizer;
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
+use gguf::{Gguf, ReadError, Value};
 
 use template::ChatTemplate;
 use tokenizer::{PreTokenizer, Tokenizer};
@@ -89,14 +95,74 @@ impl ChatMessage {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct GenOptions {
     /// At least 1; generation also stops at the end of the context window.
     pub max_tokens: u32,
-    /// 0 is greedy (deterministic); above 0 samples with llama.cpp's default filters.
-    pub temperature: f32,
-    /// Seed of the sampler; unused when greedy.
+    /// `None`: llama.cpp's default, 0.8. `Some(0.0)`: greedy. Sampling uses llama.cpp's
+    /// default chain (see [`sampling`]).
+    pub temperature: Option<f32>,
+    /// Seed of the sampler: the same seed, prompt and options give the same text on
+    /// every run and machine. Unused when greedy.
     pub seed: u64,
+    /// Set it (from any thread) to stop the generation: it returns
+    /// [`LocalError::Cancelled`] soon after, during the prompt or the reply.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl GenOptions {
+    /// Greedy decoding of up to `max_tokens` tokens (deterministic, no seed).
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self {
+            max_tokens,
+            temperature: Some(0.0),
+            ..Self::default()
+        }
+    }
+
+    /// llama.cpp's default sampling of up to `max_tokens` tokens, seeded.
+    pub fn sampled(max_tokens: u32, seed: u64) -> Self {
+        Self {
+            max_tokens,
+            seed,
+            ..Self::default()
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A prompt tokenized once ([`LocalModel::tokenize_prompt`]): count it for a
+/// reservation with [`Prompt::len`], then generate from it with
+/// [`LocalModel::generate_from`] without tokenizing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    ids: Vec<u32>,
+}
+
+impl Prompt {
+    /// A prompt of given token ids (e.g. another tokenizer's, for comparisons); ids
+    /// outside the model's vocabulary are refused by `generate_from`.
+    pub fn from_ids(ids: Vec<u32>) -> Self {
+        Self { ids }
+    }
+
+    /// Tokens, as llama.cpp counts the prompt.
+    pub fn len(&self) -> u32 {
+        self.ids.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +190,9 @@ pub struct Generation {
     pub prompt_tokens: u32,
     /// Tokens generated, counting the end-of-turn token as llama.cpp does.
     pub completion_tokens: u32,
+    /// Leading prompt tokens whose keys and values came from the prefix cache (not
+    /// computed again); part of `prompt_tokens`.
+    pub cached_tokens: u32,
     pub finish_reason: FinishReason,
 }
 
@@ -163,19 +232,26 @@ pub enum LocalError {
     InvalidRequest(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("generation cancelled")]
+    Cancelled,
 }
 
 /// Load-time switches, for benchmarks and comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Use this crate's SIMD Q4_1 / Q8_0 kernels (true) or candle's matmul (false; for
-    /// Q4_1 that is candle's scalar code on its own thread pool).
+    /// Use the AVX2 Q4_1 / Q8_0 kernels (true) or the scalar references (false).
     pub simd_kernels: bool,
+    /// Byte budget of the prompt-prefix KV cache; 0 turns it off. Default:
+    /// `LLM_LOCAL_PREFIX_CACHE_MB` MB, else 256 MB ([`prefix::default_budget`]).
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { simd_kernels: true }
+        Self {
+            simd_kernels: true,
+            prefix_cache_bytes: prefix::default_budget(),
+        }
     }
 }
 
@@ -188,6 +264,7 @@ pub struct LocalModel {
     /// End-of-generation tokens: eos plus the control tokens llama.cpp treats as such.
     eog: Vec<u32>,
     weights: model::Weights,
+    prefixes: prefix::PrefixCache,
 }
 
 const _: fn() = || {
@@ -215,7 +292,7 @@ impl LocalModel {
 
     pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LocalModel, LocalError> {
         let start = Instant::now();
-        let data = std::fs::read(path).map_err(|source| match source.kind() {
+        let io = |source: std::io::Error| match source.kind() {
             std::io::ErrorKind::NotFound => LocalError::ModelMissing {
                 path: path.to_path_buf(),
             },
@@ -223,36 +300,27 @@ impl LocalModel {
                 path: path.to_path_buf(),
                 source,
             },
-        })?;
-        let not_gguf = |detail: String| LocalError::NotGguf {
-            path: path.to_path_buf(),
-            detail,
         };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the mapping is read-only; like llama.cpp, we rely on the model file not
+        // being modified while the process runs (truncating it would fault on access).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        // Start reading ahead now; pages come in while the header is parsed.
+        let _ = map.advise(memmap2::Advice::WillNeed);
+        let map = Arc::new(map);
+        let data: &[u8] = &map;
         let truncated = |detail: String| LocalError::Truncated {
             path: path.to_path_buf(),
             detail,
         };
-        if data.len() < 4 || &data[..4] != b"GGUF" {
-            let head: Vec<u8> = data.iter().take(4).copied().collect();
-            return Err(not_gguf(format!(
-                "it starts with bytes {head:02x?}, not the magic \"GGUF\""
-            )));
-        }
-        let ct = gguf_file::Content::read(&mut Cursor::new(&data[..])).map_err(|e| {
-            let msg = e.to_string();
-            let eof = matches!(&e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
-            if eof || msg.contains("remaining") || msg.contains("fill whole buffer") {
-                truncated(format!("its header ends early ({msg})"))
-            } else {
-                not_gguf(msg)
-            }
+        let ct = Gguf::read(data).map_err(|e| match e {
+            ReadError::Truncated(detail) => truncated(detail),
+            ReadError::NotGguf(detail) => LocalError::NotGguf {
+                path: path.to_path_buf(),
+                detail,
+            },
         })?;
-        let meta_str = |key: &str| -> Option<&str> {
-            ct.metadata
-                .get(key)
-                .and_then(|v| v.to_string().ok())
-                .map(String::as_str)
-        };
+        let meta_str = |key: &str| ct.str(key);
         let arch = meta_str("general.architecture")
             .ok_or_else(|| {
                 LocalError::InvalidModel("metadata general.architecture is missing".into())
@@ -262,14 +330,19 @@ impl LocalModel {
             return Err(LocalError::UnsupportedArchitecture(arch));
         }
         // Every tensor must lie inside the file before anything is built from it.
-        for (name, info) in &ct.tensor_infos {
-            let elems = info.shape.elem_count() as u64;
-            let size =
-                elems / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
-            let end = ct.tensor_data_offset + info.offset + size;
-            if end > data.len() as u64 {
+        for name in &ct.tensor_order {
+            let info = &ct.tensors[name];
+            let Some(range) = ct.range(info) else {
+                return Err(LocalError::UnsupportedModel(format!(
+                    "tensor {name} has type {} with {} elements, which this model runner cannot read",
+                    info.ty.name(),
+                    info.elements()
+                )));
+            };
+            if range.end > data.len() as u64 {
                 return Err(truncated(format!(
-                    "tensor {name} ends at byte {end} but the file has {} bytes",
+                    "tensor {name} ends at byte {} but the file has {} bytes",
+                    range.end,
                     data.len()
                 )));
             }
@@ -282,14 +355,17 @@ impl LocalModel {
         let template = ChatTemplate::parse(template_src).map_err(|why| {
             LocalError::UnsupportedModel(format!("chat template {template_src:?}: {why}"))
         })?;
-        let meta_u32 = |key: &str| ct.metadata.get(key).and_then(|v| v.to_u32().ok());
+        let meta_u32 = |key: &str| {
+            ct.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
         let eos = meta_u32("tokenizer.ggml.eos_token_id");
         let add_bos = match ct
-            .metadata
             .get("tokenizer.ggml.add_bos_token")
-            .map(|v| v.to_bool())
+            .and_then(Value::as_bool)
         {
-            Some(Ok(true)) => Some(meta_u32("tokenizer.ggml.bos_token_id").ok_or_else(|| {
+            Some(true) => Some(meta_u32("tokenizer.ggml.bos_token_id").ok_or_else(|| {
                 LocalError::InvalidModel("add_bos_token is set but bos_token_id is missing".into())
             })?),
             _ => None,
@@ -310,11 +386,17 @@ impl LocalModel {
 
         let cfg = model::Config::from_gguf(&ct).map_err(LocalError::InvalidModel)?;
         let src = model::TensorSource {
-            ct: &ct,
-            data: &data,
+            g: &ct,
+            file: data,
             simd: opts.simd_kernels,
         };
-        let weights = model::Weights::load(&src, cfg).map_err(LocalError::InvalidModel)?;
+        let weights = model::Weights::load(&src, map.clone(), cfg).map_err(|e| {
+            if e.contains("does not support") {
+                LocalError::UnsupportedModel(e)
+            } else {
+                LocalError::InvalidModel(e)
+            }
+        })?;
         if weights.vocab_size() != tokenizer.vocab_size() {
             return Err(LocalError::InvalidModel(format!(
                 "token_embd.weight has {} rows for {} tokens",
@@ -341,7 +423,51 @@ impl LocalModel {
             add_bos,
             eog,
             weights,
+            prefixes: prefix::PrefixCache::new(opts.prefix_cache_bytes),
         })
+    }
+
+    /// Teacher forcing, to compare with another implementation: runs `ids[..from]`, then
+    /// feeds `ids[from..]` one by one, and returns the greedy choice (top-1) this model
+    /// makes before each of them. No sampling, no cache, no end-of-turn handling.
+    pub fn greedy_choices(&self, ids: &[u32], from: usize) -> Result<Vec<u32>, LocalError> {
+        if from == 0 || from > ids.len() || ids.len() > self.info.context_length as usize {
+            return Err(LocalError::InvalidRequest(format!(
+                "cannot feed {} tokens from position {from}",
+                ids.len()
+            )));
+        }
+        let infer = LocalError::Inference;
+        let go = || false;
+        let mut cache = self.weights.new_cache(ids.len());
+        let mut logits = Vec::new();
+        for part in ids[..from].chunks(PREFILL_CHUNK) {
+            logits = self
+                .weights
+                .forward(part, &mut cache, &go)
+                .map_err(infer)?
+                .unwrap_or_default();
+        }
+        let mut out = Vec::with_capacity(ids.len() - from);
+        for &next in &ids[from..] {
+            out.push(sampling::argmax(&logits));
+            logits = self
+                .weights
+                .forward(&[next], &mut cache, &go)
+                .map_err(infer)?
+                .unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    /// Forgets every cached prompt prefix.
+    pub fn clear_prefix_cache(&self) {
+        self.prefixes.clear();
+    }
+
+    /// Bytes held by the prompt-prefix cache.
+    pub fn prefix_cache_bytes(&self) -> usize {
+        self.prefixes.bytes()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -351,7 +477,7 @@ impl LocalModel {
     /// Exact prompt tokens of these messages after the GGUF's chat template (incl.
     /// generation prompt and default system prompt); equals llama.cpp's count.
     pub fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<u32, LocalError> {
-        Ok(self.prompt_ids(messages)?.len() as u32)
+        Ok(self.tokenize_prompt(messages)?.len())
     }
 
     /// The rendered prompt, as text (for logs and debugging).
@@ -364,16 +490,30 @@ impl LocalModel {
         Ok(self.template.render(messages))
     }
 
-    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, LocalError> {
+    /// The prompt's tokens after the chat template: O(n log n) in the text, so any
+    /// prompt is cheap to count. Hand it to [`LocalModel::generate_from`].
+    pub fn tokenize_prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, LocalError> {
         let text = self.render_prompt(messages)?;
         let mut ids: Vec<u32> = self.add_bos.into_iter().collect();
         ids.extend(self.tokenizer.encode(&text));
-        Ok(ids)
+        Ok(Prompt { ids })
     }
 
+    /// Tokenizes the messages and generates; see [`LocalModel::generate_from`].
     pub fn generate(
         &self,
         messages: &[ChatMessage],
+        opts: &GenOptions,
+    ) -> Result<Generation, LocalError> {
+        self.generate_from(&self.tokenize_prompt(messages)?, opts)
+    }
+
+    /// Generates a reply to a tokenized prompt. Stops at an end-of-turn token,
+    /// `max_tokens`, the end of the context window, or `opts.cancel` (then
+    /// [`LocalError::Cancelled`]).
+    pub fn generate_from(
+        &self,
+        prompt: &Prompt,
         opts: &GenOptions,
     ) -> Result<Generation, LocalError> {
         if opts.max_tokens == 0 {
@@ -381,13 +521,19 @@ impl LocalModel {
                 "max_tokens must be at least 1, got 0".into(),
             ));
         }
-        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
-            return Err(LocalError::InvalidRequest(format!(
-                "temperature must be a finite number >= 0, got {}",
-                opts.temperature
-            )));
+        if let Some(t) = opts.temperature {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(LocalError::InvalidRequest(format!(
+                    "temperature must be a finite number >= 0, got {t}"
+                )));
+            }
         }
-        let prompt = self.prompt_ids(messages)?;
+        let prompt = &prompt.ids;
+        if prompt.is_empty() {
+            return Err(LocalError::InvalidRequest(
+                "the prompt has no tokens".into(),
+            ));
+        }
         let context = self.info.context_length as usize;
         if prompt.len() >= context {
             return Err(LocalError::PromptTooLong {
@@ -396,18 +542,37 @@ impl LocalModel {
             });
         }
         let budget = (opts.max_tokens as usize).min(context - prompt.len());
-        let infer = LocalError::Inference;
-        let mut cache = self.weights.new_cache(prompt.len() + budget);
+        let temperature = opts.temperature.unwrap_or(sampling::DEFAULT_TEMPERATURE);
+        let stop = || opts.cancelled();
+        let step = |tokens: &[u32], cache: &mut model::Cache| -> Result<Vec<f32>, LocalError> {
+            match self.weights.forward(tokens, cache, &stop) {
+                Ok(Some(logits)) => Ok(logits),
+                Ok(None) => Err(LocalError::Cancelled),
+                Err(e) => Err(LocalError::Inference(e)),
+            }
+        };
+        if stop() {
+            return Err(LocalError::Cancelled);
+        }
+        let capacity = prompt.len() + budget;
+        // At least the last prompt token is run: its logits give the first reply token.
+        let mut cache = match self.prefixes.lookup(prompt) {
+            Some((entry, n)) => self
+                .weights
+                .cache_from(&entry, n.min(prompt.len() - 1), capacity),
+            None => self.weights.new_cache(capacity),
+        };
+        let cached = cache.pos();
         let mut rng = sampling::Rng::new(opts.seed);
         // The prompt goes in slices so scratch memory stays bounded for long prompts.
         let mut logits = Vec::new();
-        for part in prompt.chunks(PREFILL_CHUNK) {
-            logits = self.weights.forward(part, &mut cache).map_err(infer)?;
+        for part in prompt[cached..].chunks(PREFILL_CHUNK) {
+            logits = step(part, &mut cache)?;
         }
         let mut out = Vec::new();
         let mut completion = 0u32;
         let finish = loop {
-            let tok = sampling::sample(&logits, opts.temperature, &mut rng);
+            let tok = sampling::sample(&logits, temperature, &mut rng);
             completion += 1;
             if self.eog.contains(&tok) {
                 break FinishReason::Stop;
@@ -416,50 +581,62 @@ impl LocalModel {
             if out.len() >= budget {
                 break FinishReason::Length;
             }
-            logits = self.weights.forward(&[tok], &mut cache).map_err(infer)?;
+            logits = step(&[tok], &mut cache)?;
         };
+        let text = self.tokenizer.decode(&out);
+        let run: Vec<u32> = prompt
+            .iter()
+            .chain(&out)
+            .take(cache.pos())
+            .copied()
+            .collect();
+        self.prefixes.insert(cache.into_entry(run));
         Ok(Generation {
-            text: self.tokenizer.decode(&out),
+            text,
             prompt_tokens: prompt.len() as u32,
             completion_tokens: completion,
+            cached_tokens: cached as u32,
             finish_reason: finish,
         })
     }
 }
 
-fn load_tokenizer(ct: &gguf_file::Content) -> Result<Tokenizer, LocalError> {
+fn load_tokenizer(ct: &Gguf) -> Result<Tokenizer, LocalError> {
     let unsupported = LocalError::UnsupportedModel;
-    let get = |key: &str| ct.metadata.get(key);
-    let kind = get("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
-    if kind.map(String::as_str) != Some("gpt2") {
+    let kind = ct.str("tokenizer.ggml.model");
+    if kind != Some("gpt2") {
         return Err(unsupported(format!(
             "tokenizer model {kind:?} (only byte-level bpe, \"gpt2\", is supported)"
         )));
     }
-    let pre_name = get("tokenizer.ggml.pre")
-        .and_then(|v| v.to_string().ok())
-        .map_or("default", String::as_str);
+    let pre_name = ct.str("tokenizer.ggml.pre").unwrap_or("default");
     let pre = PreTokenizer::from_gguf_name(pre_name)
         .ok_or_else(|| unsupported(format!("pre-tokenizer {pre_name:?}")))?;
-    let strings = |key: &str| -> Result<Vec<String>, LocalError> {
-        let arr = get(key)
+    let array = |key: &str| -> Result<&[Value], LocalError> {
+        ct.get(key)
             .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} is missing")))?
-            .to_vec()
-            .map_err(|e| LocalError::InvalidModel(format!("metadata {key}: {e}")))?;
-        arr.iter()
-            .map(|v| v.to_string().cloned())
-            .collect::<Result<_, _>>()
-            .map_err(|e| LocalError::InvalidModel(format!("metadata {key}: {e}")))
+            .as_array()
+            .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} is not an array")))
+    };
+    let strings = |key: &str| -> Result<Vec<String>, LocalError> {
+        array(key)?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| LocalError::InvalidModel(format!("metadata {key} holds a non-string")))
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
-    let types = match get("tokenizer.ggml.token_type") {
+    let types = match ct.get("tokenizer.ggml.token_type") {
         None => vec![tokenizer::TOKEN_TYPE_NORMAL; tokens.len()],
-        Some(v) => v
-            .to_vec()
-            .and_then(|a| a.iter().map(|t| t.to_i32()).collect())
-            .map_err(|e| {
-                LocalError::InvalidModel(format!("metadata tokenizer.ggml.token_type: {e}"))
+        Some(_) => array("tokenizer.ggml.token_type")?
+            .iter()
+            .map(|t| t.as_i64().and_then(|t| i32::try_from(t).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                LocalError::InvalidModel(
+                    "metadata tokenizer.ggml.token_type holds a non-integer".into(),
+                )
             })?,
     };
     Tokenizer::new(tokens, types, &merges, pre).map_err(LocalError::InvalidModel)
@@ -469,6 +646,66 @@ fn load_tokenizer(ct: &gguf_file::Content) -> Result<Tokenizer, LocalError> {
 mod tests {
     use super::*;
 
+    /// The linear split and heap merges give the ids the regex split and rescan merges
+    /// gave, on the real vocabulary and real text (this repository's READMEs, code,
+    /// and text in several scripts).
+    #[test]
+    fn tokens_equal_the_reference_pipeline_on_real_text() {
+        let m = LocalModel::load(&default_model_path())
+            .unwrap_or_else(|e| panic!("{e}\n{}", how_to_get_model()));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts: Vec<String> = ["../../README.md", "README.md", "src/tokenizer.rs"]
+            .iter()
+            .map(|p| std::fs::read_to_string(root.join(p)).unwrap())
+            .collect();
+        texts.push("Ça coûte 12,50 € — 東京は晴れ。 Привет, мир! 🙂🙂 x²+y² don't WON'T it's\r\n\t\u{a0}ok".into());
+        texts.push("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n".into());
+        for text in &texts {
+            let ours = m.tokenizer.encode(text);
+            assert_eq!(ours, tokenizer::tests::encode_reference(&m.tokenizer, text));
+            assert_eq!(
+                m.tokenizer.decode(&ours),
+                text.replace("<|im_start|>", "").replace("<|im_end|>", "")
+            );
+        }
+    }
+
+    /// A continuation from cached keys and values gives bit-identical logits to a cold
+    /// pass over the whole prompt.
+    #[test]
+    fn cached_prefix_gives_bit_identical_logits() {
+        let m = LocalModel::load(&default_model_path())
+            .unwrap_or_else(|e| panic!("{e}\n{}", how_to_get_model()));
+        let go = &|| false;
+        let first = [ChatMessage::new(Role::User, "Name three colours.")];
+        let a = m.tokenize_prompt(&first).unwrap();
+        let mut c = m.weights.new_cache(64);
+        m.weights.forward(a.ids(), &mut c, go).unwrap().unwrap();
+        let entry = c.into_entry(a.ids().to_vec());
+        let second = [
+            first[0].clone(),
+            ChatMessage::new(Role::Assistant, "Red, green, blue."),
+            ChatMessage::new(Role::User, "And three more?"),
+        ];
+        let b = m.tokenize_prompt(&second).unwrap();
+        let shared = a
+            .ids()
+            .iter()
+            .zip(b.ids())
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(shared > 20 && shared < b.ids().len());
+        let mut warm = m.weights.cache_from(&entry, shared, 128);
+        let hot = m
+            .weights
+            .forward(&b.ids()[shared..], &mut warm, go)
+            .unwrap()
+            .unwrap();
+        let mut cold = m.weights.new_cache(128);
+        let full = m.weights.forward(b.ids(), &mut cold, go).unwrap().unwrap();
+        assert_eq!(hot, full);
+    }
+
     /// Needs the model file (fails with the how-to line without it): a prompt fed in
     /// slices must give bit-identical logits to one pass, since every row is computed
     /// on its own (per-row quantization, per-row attention over the same cache).
@@ -477,14 +714,18 @@ mod tests {
         let path = default_model_path();
         let m = LocalModel::load(&path).unwrap_or_else(|e| panic!("{e}\n{}", how_to_get_model()));
         let text = "The quick brown fox jumps over the lazy dog 42 times. ".repeat(8);
-        let ids = m.prompt_ids(&[ChatMessage::new(Role::User, text)]).unwrap();
+        let prompt = m
+            .tokenize_prompt(&[ChatMessage::new(Role::User, text)])
+            .unwrap();
+        let ids = prompt.ids();
         assert!(ids.len() > 100);
+        let go = &|| false;
         let mut one = m.weights.new_cache(ids.len());
-        let a = m.weights.forward(&ids, &mut one).unwrap();
+        let a = m.weights.forward(ids, &mut one, go).unwrap().unwrap();
         let mut sliced = m.weights.new_cache(ids.len());
         let mut b = Vec::new();
         for part in ids.chunks(7) {
-            b = m.weights.forward(part, &mut sliced).unwrap();
+            b = m.weights.forward(part, &mut sliced, go).unwrap().unwrap();
         }
         assert_eq!(a.len(), 49152);
         assert_eq!(a, b);

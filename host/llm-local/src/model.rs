@@ -1,20 +1,22 @@
 //! The llama forward pass over plain f32 buffers, with weights shared and caches per call.
 //!
-//! Follows candle-transformers' `quantized_llama` (and llama.cpp): RMS norm, rotary
-//! embeddings on interleaved pairs, grouped-query attention, SwiGLU, tied or separate
-//! output head. candle parses the GGUF and handles any weight type we have no kernel
-//! for, but the pass itself is our own loop: per decode step it replaces ~750 small
-//! candle ops (each allocating, several synchronising candle's thread pool) with a few
-//! reused buffers, and all parallel work goes through [`crate::pool`]. Projections that
-//! read the same input (q/k/v, gate/up) are fused into one matmul when their types agree.
+//! Follows llama.cpp's llama graph: RMS norm, rotary embeddings on interleaved pairs,
+//! grouped-query attention, SwiGLU, tied or separate output head. Weights stay in the
+//! memory-mapped GGUF (never copied): matrices are Q4_1 or Q8_0 blocks read in place by
+//! [`crate::kernels`], norms and the embedding rows are dequantized as needed. Any other
+//! tensor type is refused at load, naming the tensor and the type. Projections that read
+//! the same input (q/k/v, gate/up) are one matmul over several parts of the file.
 
-use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{Device, Module, Tensor};
+use half::f16;
+use memmap2::Mmap;
 
-use crate::kernels::{self, BlockQ4_1, BlockQ8_0, QWeights};
+use crate::gguf::{GgmlType, Gguf, TensorInfo};
+use crate::kernels::{self, BlockQ4_1, BlockQ8_0, QWeights, QK};
 use crate::pool::{self, Pool};
+use crate::prefix::Entry;
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -33,26 +35,28 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let u = |key: &str| -> Result<usize> {
-            let v = ct
-                .metadata
+            let v = g
                 .get(key)
                 .ok_or_else(|| format!("metadata {key} is missing"))?;
-            v.to_u64()
-                .map(|x| x as usize)
-                .map_err(|e| format!("metadata {key}: {e}"))
+            v.as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| format!("metadata {key} is {v:?}, not an unsigned integer"))
         };
         let f = |key: &str, default: Option<f32>| -> Result<f32> {
-            match (ct.metadata.get(key), default) {
-                (Some(v), _) => v.to_f32().map_err(|e| format!("metadata {key}: {e}")),
+            match (g.get(key), default) {
+                (Some(v), _) => v
+                    .as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| format!("metadata {key} is {v:?}, not a float")),
                 (None, Some(d)) => Ok(d),
                 (None, None) => Err(format!("metadata {key} is missing")),
             }
         };
         let n_embd = u("llama.embedding_length")?;
         let n_head = u("llama.attention.head_count")?;
-        let n_kv_head = match ct.metadata.get("llama.attention.head_count_kv") {
+        let n_kv_head = match g.get("llama.attention.head_count_kv") {
             Some(_) => u("llama.attention.head_count_kv")?,
             None => n_head,
         };
@@ -65,8 +69,8 @@ impl Config {
         if head_dim % 2 != 0 {
             return Err(format!("odd head dimension {head_dim}"));
         }
-        if let Some(rope_dim) = ct.metadata.get("llama.rope.dimension_count") {
-            let rope_dim = rope_dim.to_u64().map_err(|e| e.to_string())? as usize;
+        if g.get("llama.rope.dimension_count").is_some() {
+            let rope_dim = u("llama.rope.dimension_count")?;
             if rope_dim != head_dim {
                 return Err(format!(
                     "partial rotary embeddings (rope dim {rope_dim} of head dim {head_dim}) are not supported"
@@ -91,40 +95,67 @@ impl Config {
     }
 }
 
-/// A weight matrix of `n` rows by `k` inputs.
-enum Matrix {
-    Q4_1(Vec<BlockQ4_1>),
-    Q8_0(Vec<BlockQ8_0>),
-    /// Any other type: candle's own matmul.
-    Candle(QMatMul),
+/// Block types of the matrices we have kernels for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quant {
+    Q4_1,
+    Q8_0,
 }
 
+/// A weight matrix of `n` rows by `k` inputs: byte ranges of the file, rows stacked.
 struct Linear {
-    w: Matrix,
+    quant: Quant,
+    parts: Vec<Range<usize>>,
     n: usize,
     k: usize,
-    /// Our SIMD kernels (true) or candle's (false), for comparisons.
+    /// Our SIMD kernels (true) or the scalar references (false), for comparisons.
     simd: bool,
 }
 
+/// Rows of a prompt slice per matmul call: `stop` is asked between calls, so a long
+/// prefill step (up to 256 rows) does not delay a cancellation.
+const ROWS_PER_CHECK: usize = 64;
+
 impl Linear {
-    /// `out` (m, n) = `x` (m, k) times the matrix transposed.
-    fn forward(&self, x: &[f32], m: usize, out: &mut Vec<f32>, pool: &Pool) -> Result<()> {
+    /// `out` (m, n) = `x` (m, k) times the matrix transposed; false when `stop` said so.
+    fn forward(
+        &self,
+        file: &[u8],
+        x: &[f32],
+        m: usize,
+        out: &mut Vec<f32>,
+        pool: &Pool,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<bool> {
+        let (k, n) = (self.k, self.n);
         out.clear();
-        out.resize(m * self.n, 0.0);
-        let mkn = (m, self.k, self.n);
-        match &self.w {
-            Matrix::Q4_1(b) => kernels::matmul(QWeights::Q4_1(b), mkn, x, out, pool, self.simd),
-            Matrix::Q8_0(b) => kernels::matmul(QWeights::Q8_0(b), mkn, x, out, pool, self.simd),
-            Matrix::Candle(mm) => {
-                let t = Tensor::from_slice(x, (m, self.k), &Device::Cpu)
-                    .and_then(|t| mm.forward(&t))
-                    .and_then(|y| y.flatten_all()?.to_vec1::<f32>())
-                    .map_err(|e| e.to_string())?;
-                out.copy_from_slice(&t);
-                Ok(())
+        out.resize(m * n, 0.0);
+        // Ranges were cast once at load, so these casts cannot fail.
+        let (mut q41, mut q80) = (Vec::new(), Vec::new());
+        for r in &self.parts {
+            match self.quant {
+                Quant::Q4_1 => q41
+                    .push(kernels::blocks::<BlockQ4_1>(&file[r.clone()]).expect("checked at load")),
+                Quant::Q8_0 => q80
+                    .push(kernels::blocks::<BlockQ8_0>(&file[r.clone()]).expect("checked at load")),
             }
         }
+        for r0 in (0..m).step_by(ROWS_PER_CHECK) {
+            if r0 > 0 && stop() {
+                return Ok(false);
+            }
+            let rows = ROWS_PER_CHECK.min(m - r0);
+            let w = match self.quant {
+                Quant::Q4_1 => QWeights::Q4_1(&q41),
+                Quant::Q8_0 => QWeights::Q8_0(&q80),
+            };
+            let (xs, dst) = (
+                &x[r0 * k..(r0 + rows) * k],
+                &mut out[r0 * n..(r0 + rows) * n],
+            );
+            kernels::matmul(w, (rows, k, n), xs, dst, pool, self.simd)?;
+        }
+        Ok(true)
     }
 }
 
@@ -139,10 +170,52 @@ struct Layer {
     down: Linear,
 }
 
+/// The token embedding: rows of `n_embd` values of type `ty`, read and dequantized per token.
+struct Embedding {
+    ty: GgmlType,
+    range: Range<usize>,
+    row_bytes: usize,
+}
+
+/// Types whose rows [`dequantize_row`] reads.
+const ROW_TYPES: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q8_0];
+
+/// Appends the values of one row stored as `ty` (a type of [`ROW_TYPES`]).
+fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
+    match ty {
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        ),
+        GgmlType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        GgmlType::Q4_1 => {
+            for b in kernels::blocks::<BlockQ4_1>(bytes).expect("checked at load") {
+                let at = out.len();
+                out.resize(at + QK, 0.0);
+                b.dequantize(&mut out[at..]);
+            }
+        }
+        GgmlType::Q8_0 => {
+            for b in kernels::blocks::<BlockQ8_0>(bytes).expect("checked at load") {
+                let at = out.len();
+                out.resize(at + QK, 0.0);
+                b.dequantize(&mut out[at..]);
+            }
+        }
+        other => unreachable!("row type {} was refused at load", other.name()),
+    }
+}
+
 /// Immutable weights, shared by every generation.
 pub struct Weights {
     pub cfg: Config,
-    embed: QTensor,
+    file: Arc<Mmap>,
+    embed: Embedding,
     vocab: usize,
     output: Linear,
     output_norm: Vec<f32>,
@@ -152,87 +225,107 @@ pub struct Weights {
     sin: Vec<f32>,
 }
 
-/// Reads tensors out of the whole file kept in memory; extents were checked at load.
+/// Finds tensors in the header; their extents were checked against the file at load.
 pub struct TensorSource<'a> {
-    pub ct: &'a gguf_file::Content,
-    pub data: &'a [u8],
+    pub g: &'a Gguf<'a>,
+    pub file: &'a [u8],
     pub simd: bool,
 }
 
 impl TensorSource<'_> {
-    fn raw(&self, name: &str) -> Result<(&[u8], GgmlDType, Vec<usize>)> {
-        let info = self
-            .ct
-            .tensor_infos
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.g
+            .tensors
             .get(name)
-            .ok_or_else(|| format!("tensor {name} is missing"))?;
-        let dims = info.shape.dims().to_vec();
-        let elems: usize = dims.iter().product();
-        let blk = info.ggml_dtype.block_size();
-        if elems % blk != 0 {
-            return Err(format!(
-                "tensor {name}: {elems} elements are not whole blocks"
-            ));
-        }
-        let size = elems / blk * info.ggml_dtype.type_size();
-        let start = (self.ct.tensor_data_offset + info.offset) as usize;
-        let bytes = self
-            .data
-            .get(start..start + size)
-            .ok_or_else(|| format!("tensor {name} lies outside the file"))?;
-        Ok((bytes, info.ggml_dtype, dims))
+            .ok_or_else(|| format!("tensor {name} is missing"))
     }
 
-    fn qtensor(name: &str, bytes: &[u8], dtype: GgmlDType, dims: Vec<usize>) -> Result<QTensor> {
-        QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)
-            .and_then(|s| QTensor::new(s, dims))
-            .map_err(|e| format!("tensor {name}: {e}"))
+    /// Byte range of a tensor of shape `dims` (ggml order) and one of the types `allowed`.
+    fn range(
+        &self,
+        name: &str,
+        dims: &[usize],
+        allowed: &[GgmlType],
+    ) -> Result<(Range<usize>, GgmlType)> {
+        let info = self.info(name)?;
+        if !allowed.contains(&info.ty) {
+            let names: Vec<String> = allowed.iter().map(|t| t.name()).collect();
+            return Err(format!(
+                "tensor {name} has type {}, which this model runner does not support (supported here: {})",
+                info.ty.name(),
+                names.join(", ")
+            ));
+        }
+        if info
+            .dims
+            .iter()
+            .map(|&d| d as usize)
+            .ne(dims.iter().copied())
+        {
+            return Err(format!(
+                "tensor {name} has shape {:?}, expected {dims:?}",
+                info.dims
+            ));
+        }
+        let r = self.g.range(info).ok_or_else(|| {
+            format!(
+                "tensor {name}: {} elements are not whole blocks",
+                info.elements()
+            )
+        })?;
+        let r = r.start as usize..r.end as usize;
+        if r.end > self.file.len() {
+            return Err(format!("tensor {name} lies outside the file"));
+        }
+        // Blocks are read in place (f16 fields): GGUF's 32-byte alignment ensures this.
+        if r.start % 2 != 0 {
+            return Err(format!("tensor {name} starts at odd byte {}", r.start));
+        }
+        Ok((r, info.ty))
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let (bytes, dtype, dims) = self.raw(name)?;
-        if dims != [len] {
-            return Err(format!(
-                "tensor {name} has shape {dims:?}, expected [{len}]"
-            ));
-        }
-        Self::qtensor(name, bytes, dtype, dims)?
-            .dequantize(&Device::Cpu)
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| format!("tensor {name}: {e}"))
+        let (r, ty) = self.range(name, &[len], &[GgmlType::F32, GgmlType::F16])?;
+        let mut out = Vec::with_capacity(len);
+        dequantize_row(ty, &self.file[r], &mut out);
+        Ok(out)
     }
 
-    /// Matrices with `k` inputs, stacked into one (rows concatenated); their types
-    /// must agree, as they do in llama GGUFs from llama.cpp's converter.
+    /// Matrices with `k` inputs, stacked (rows concatenated); their types must agree,
+    /// as they do in llama GGUFs from llama.cpp's converter.
     fn linear(&self, names: &[&str], rows: &[usize], k: usize) -> Result<Linear> {
-        let mut bytes: Vec<u8> = Vec::new();
-        let mut dtype = None;
+        let mut parts = Vec::new();
+        let mut quant = None;
         for (name, &r) in names.iter().zip(rows) {
-            let (b, t, dims) = self.raw(name)?;
-            if dims != [r, k] {
+            let (range, ty) = self.range(name, &[k, r], &[GgmlType::Q4_1, GgmlType::Q8_0])?;
+            let q = if ty == GgmlType::Q4_1 {
+                Quant::Q4_1
+            } else {
+                Quant::Q8_0
+            };
+            if *quant.get_or_insert(q) != q {
                 return Err(format!(
-                    "tensor {name} has shape {dims:?}, expected [{r}, {k}]"
+                    "tensor {name} is {}, unlike {}",
+                    ty.name(),
+                    names[0]
                 ));
             }
-            if *dtype.get_or_insert(t) != t {
-                return Err(format!("tensor {name} is {t:?}, unlike {}", names[0]));
+            let ok = match q {
+                Quant::Q4_1 => kernels::blocks::<BlockQ4_1>(&self.file[range.clone()]).is_some(),
+                Quant::Q8_0 => kernels::blocks::<BlockQ8_0>(&self.file[range.clone()]).is_some(),
+            };
+            if !ok || !k.is_multiple_of(QK) {
+                return Err(format!(
+                    "tensor {name}: rows of {k} are not whole {} blocks",
+                    ty.name()
+                ));
             }
-            bytes.extend_from_slice(b);
+            parts.push(range);
         }
-        let dtype = dtype.ok_or("no tensor named")?;
-        let n: usize = rows.iter().sum();
-        let bad = || format!("tensor {}: byte size does not fit {dtype:?}", names[0]);
-        let w = match dtype {
-            GgmlDType::Q4_1 if self.simd => Matrix::Q4_1(BlockQ4_1::parse(&bytes).ok_or_else(bad)?),
-            GgmlDType::Q8_0 if self.simd => Matrix::Q8_0(BlockQ8_0::parse(&bytes).ok_or_else(bad)?),
-            _ => Matrix::Candle(
-                QMatMul::from_qtensor(Self::qtensor(names[0], &bytes, dtype, vec![n, k])?)
-                    .map_err(|e| format!("tensor {}: {e}", names[0]))?,
-            ),
-        };
         Ok(Linear {
-            w,
-            n,
+            quant: quant.ok_or("no tensor named")?,
+            parts,
+            n: rows.iter().sum(),
             k,
             simd: self.simd,
         })
@@ -257,20 +350,27 @@ fn rope_tables(cfg: &Config) -> (Vec<f32>, Vec<f32>) {
 }
 
 impl Weights {
-    pub fn load(src: &TensorSource, cfg: Config) -> Result<Self> {
+    /// Builds the layout from the header; `file` is the mapping `src.file` points into.
+    pub fn load(src: &TensorSource, file: Arc<Mmap>, cfg: Config) -> Result<Self> {
         let (e, kv, ff) = (cfg.n_embd, cfg.n_kv_head * cfg.head_dim, cfg.n_ff);
-        let (bytes, dtype, dims) = src.raw("token_embd.weight")?;
-        let vocab = match dims[..] {
-            [v, w] if w == e => v,
+        let info = src.info("token_embd.weight")?;
+        let vocab = match info.dims[..] {
+            [w, v] if w as usize == e => v as usize,
             _ => {
                 return Err(format!(
-                    "token_embd.weight has shape {dims:?}, width {e} expected"
+                    "token_embd.weight has shape {:?}, width {e} expected",
+                    info.dims
                 ))
             }
         };
-        let embed = TensorSource::qtensor("token_embd.weight", bytes, dtype, dims)?;
+        let (range, ty) = src.range("token_embd.weight", &[e, vocab], &ROW_TYPES)?;
+        let embed = Embedding {
+            ty,
+            row_bytes: range.len() / vocab,
+            range,
+        };
         // Models with tied embeddings (SmolLM2) have no output.weight.
-        let head = if src.ct.tensor_infos.contains_key("output.weight") {
+        let head = if src.g.tensors.contains_key("output.weight") {
             "output.weight"
         } else {
             "token_embd.weight"
@@ -291,6 +391,7 @@ impl Weights {
         let (cos, sin) = rope_tables(&cfg);
         Ok(Self {
             output_norm: src.vector("output_norm.weight", e)?,
+            file,
             embed,
             vocab,
             output,
@@ -321,8 +422,30 @@ impl Weights {
         }
     }
 
-    /// Runs `tokens` after the cache's positions; returns the last position's logits.
-    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
+    /// A cache for up to `capacity` positions holding the first `reuse` positions of
+    /// `entry` (the caller checked that its tokens are the prompt's).
+    pub fn cache_from(&self, entry: &Entry, reuse: usize, capacity: usize) -> Cache {
+        let kv = self.cfg.n_kv_head * self.cfg.head_dim;
+        let mut c = self.new_cache(capacity.max(reuse));
+        for (dst, src) in c.k.iter_mut().zip(&entry.k) {
+            dst.extend_from_slice(&src[..reuse * kv]);
+        }
+        for (dst, src) in c.v.iter_mut().zip(&entry.v) {
+            dst.extend_from_slice(&src[..reuse * kv]);
+        }
+        c.pos = reuse;
+        c
+    }
+
+    /// Runs `tokens` after the cache's positions; returns the last position's logits, or
+    /// `None` when `stop` said so (asked between steps of each layer; the cache is then
+    /// unusable). Each step of a 256-token slice takes milliseconds, so a stop is quick.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Vec<f32>>> {
         let cfg = &self.cfg;
         let pool = pool::global();
         let seq = tokens.len();
@@ -343,14 +466,24 @@ impl Weights {
         let (e, hd) = (cfg.n_embd, cfg.head_dim);
         let kv = cfg.n_kv_head * hd;
         let b = &mut cache.buf;
-        b.x = self
-            .embed
-            .embedding(&Tensor::new(tokens, &Device::Cpu).map_err(|e| e.to_string())?)
-            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-            .map_err(|e| e.to_string())?;
+        let file: &[u8] = &self.file;
+        b.x.clear();
+        for &t in tokens {
+            let at = self.embed.range.start + t as usize * self.embed.row_bytes;
+            dequantize_row(
+                self.embed.ty,
+                &file[at..at + self.embed.row_bytes],
+                &mut b.x,
+            );
+        }
         for (l, layer) in self.layers.iter().enumerate() {
+            if stop() {
+                return Ok(None);
+            }
             rms_norm(&b.x, &layer.attn_norm, cfg.rms_eps, &mut b.h);
-            layer.qkv.forward(&b.h, seq, &mut b.qkv, pool)?;
+            if !layer.qkv.forward(file, &b.h, seq, &mut b.qkv, pool, stop)? {
+                return Ok(None);
+            }
             let width = e + 2 * kv;
             for (i, row) in b.qkv.chunks_exact_mut(width).enumerate() {
                 let (cos, sin) = self.rope_at(pos + i);
@@ -370,25 +503,45 @@ impl Weights {
                 &cache.v[l],
                 &mut b.attn,
                 pool,
+                stop,
             );
-            layer.wo.forward(&b.attn, seq, &mut b.o, pool)?;
+            if stop() {
+                return Ok(None);
+            }
+            if !layer.wo.forward(file, &b.attn, seq, &mut b.o, pool, stop)? {
+                return Ok(None);
+            }
             add(&mut b.x, &b.o);
             rms_norm(&b.x, &layer.ffn_norm, cfg.rms_eps, &mut b.h);
-            layer.gate_up.forward(&b.h, seq, &mut b.gu, pool)?;
+            if !layer
+                .gate_up
+                .forward(file, &b.h, seq, &mut b.gu, pool, stop)?
+            {
+                return Ok(None);
+            }
+            if stop() {
+                return Ok(None);
+            }
             b.act.clear();
             for row in b.gu.chunks_exact(2 * cfg.n_ff) {
                 let (g, u) = row.split_at(cfg.n_ff);
                 b.act.extend(g.iter().zip(u).map(|(&g, &u)| silu(g) * u));
             }
-            layer.down.forward(&b.act, seq, &mut b.o, pool)?;
+            if !layer
+                .down
+                .forward(file, &b.act, seq, &mut b.o, pool, stop)?
+            {
+                return Ok(None);
+            }
             add(&mut b.x, &b.o);
         }
         cache.pos += seq;
         let last = &b.x[(seq - 1) * e..];
         rms_norm(last, &self.output_norm, cfg.rms_eps, &mut b.h);
         let mut logits = Vec::new();
-        self.output.forward(&b.h, 1, &mut logits, pool)?;
-        Ok(logits)
+        self.output
+            .forward(file, &b.h, 1, &mut logits, pool, stop)?;
+        Ok(Some(logits))
     }
 
     fn rope_at(&self, pos: usize) -> (&[f32], &[f32]) {
@@ -407,6 +560,28 @@ pub struct Cache {
     buf: Buffers,
 }
 
+impl Cache {
+    /// Positions computed so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The keys and values of `tokens` (the tokens of positions `0..pos`), for
+    /// [`crate::prefix::PrefixCache`]; scratch space is dropped.
+    pub fn into_entry(self, tokens: Vec<u32>) -> Entry {
+        debug_assert_eq!(tokens.len(), self.pos);
+        let fit = |mut v: Vec<Vec<f32>>| {
+            v.iter_mut().for_each(Vec::shrink_to_fit);
+            v
+        };
+        Entry {
+            tokens,
+            k: fit(self.k),
+            v: fit(self.v),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Buffers {
     x: Vec<f32>,
@@ -418,11 +593,13 @@ struct Buffers {
     act: Vec<f32>,
 }
 
-/// `out` = each row of `x` scaled to unit RMS, times `w`, as llama.cpp's `rms_norm`.
+/// `out` = each row of `x` scaled to unit RMS, times `w`, as ggml's `rms_norm` (its sum of
+/// squares accumulates in f64) followed by its `mul`.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
     out.clear();
     for row in x.chunks_exact(w.len()) {
-        let mean = row.iter().map(|&v| v * v).sum::<f32>() / w.len() as f32;
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / w.len() as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         out.extend(row.iter().zip(w).map(|(&v, &g)| v * scale * g));
     }
@@ -461,6 +638,7 @@ fn attention(
     v: &[f32],
     out: &mut Vec<f32>,
     pool: &Pool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) {
     let (e, hd) = (cfg.n_embd, cfg.head_dim);
     let kv = cfg.n_kv_head * hd;
@@ -475,6 +653,11 @@ fn attention(
     let work = |items: std::ops::Range<usize>| {
         let mut scores = Vec::new();
         for item in items {
+            // Long contexts make one layer's attention long: give up early on a stop
+            // (the output is then garbage, and the caller checks `stop` next).
+            if item % cfg.n_head == 0 && pos > 1024 && stop() {
+                return;
+            }
             let (i, h) = (item / cfg.n_head, item % cfg.n_head);
             let q = &qkv[i * width + h * hd..][..hd];
             let kvh = (h / group) * hd;
@@ -600,6 +783,39 @@ mod tests {
         assert_eq!(x, vec![0.0, 1.0, 0.0, 1.0]);
     }
 
+    /// Tensor types without a kernel or dequantizer are refused by name, not misread.
+    #[test]
+    fn unsupported_tensor_types_are_named() {
+        use crate::gguf::write::{gguf, W};
+        let file = gguf(
+            &[("general.architecture", W::Str("llama"))],
+            &[
+                ("q4k", vec![256, 2], 12, vec![0; 2 * 144]),
+                ("q41", vec![32, 2], 3, vec![0; 40]),
+                ("norm", vec![4], 1, vec![0; 8]),
+            ],
+        );
+        let g = Gguf::read(&file).unwrap();
+        let src = TensorSource {
+            g: &g,
+            file: &file,
+            simd: true,
+        };
+        let err = src.linear(&["q4k"], &[2], 256).err().unwrap();
+        assert!(
+            err.contains("type q4_K") && err.contains("does not support"),
+            "{err}"
+        );
+        assert!(err.contains("q4_1, q8_0"), "{err}");
+        let err = src.vector("q41", 64).err().unwrap();
+        assert!(err.contains("type q4_1"), "{err}");
+        assert_eq!(src.vector("norm", 4).unwrap(), vec![0.0; 4]);
+        let l = src.linear(&["q41"], &[2], 32).unwrap();
+        assert_eq!((l.n, l.k, l.quant), (2, 32, Quant::Q4_1));
+        let err = src.linear(&["q41"], &[3], 32).err().unwrap();
+        assert!(err.contains("shape"), "{err}");
+    }
+
     #[test]
     fn attention_of_one_position_returns_its_value() {
         let cfg = Config {
@@ -626,6 +842,7 @@ mod tests {
             &qkv[6..8],
             &mut out,
             &Pool::new(1),
+            &|| false,
         );
         assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
     }

@@ -9,17 +9,22 @@
 //! that are inside a chunk. When another generation already uses the helpers, a call
 //! simply runs inline, which is the right split for two concurrent agents on two cores.
 //!
-//! The default is nevertheless one thread (no helpers): on this 2-core machine, always
-//! shared with builds and wasm guests, one thread decoded at 39-50 tok/s where two did
-//! 27-32 (same minutes, load average 2-5), because a helper preempted inside a chunk holds
-//! up the caller. Set `LLM_LOCAL_THREADS` to use more where cores are really free; without
-//! helpers, concurrent generations still run in parallel on their callers' threads.
+//! How many threads a call uses is chosen from the cores actually free: on a 2-core
+//! machine shared with builds and wasm guests, one thread decoded at 39-50 tok/s where two
+//! did 27-32 (load average 2-5), because a helper preempted inside a chunk holds up the
+//! caller; on idle cores two threads are faster. So by default the pool has one helper per
+//! extra core, and each call lets in only as many as other processes left idle over the
+//! last quarter second ([`free_threads`], from `/proc/stat` minus this process's own time).
+//! `LLM_LOCAL_THREADS=N` fixes the number instead. Without helpers, concurrent generations
+//! still run in parallel on their callers' threads.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-/// Environment variable: number of threads for one generation (caller included); default 1.
+/// Environment variable: number of threads for one generation (caller included); unset,
+/// the number follows the free cores ([`free_threads`]).
 pub const THREADS_ENV: &str = "LLM_LOCAL_THREADS";
 
 const OPEN: usize = 1 << (usize::BITS - 1);
@@ -56,26 +61,105 @@ struct Shared {
     epoch: Mutex<u64>,
     wake: Condvar,
     helper_panicked: AtomicBool,
+    /// Helpers allowed into the current job.
+    limit: AtomicUsize,
 }
 
 pub struct Pool {
     shared: &'static Shared,
     helpers: usize,
+    /// Let in only the helpers that free cores can run (else all of them).
+    adaptive: bool,
     /// Held by the caller that owns the helpers for the current job.
     busy: Mutex<()>,
 }
 
-/// The process-wide pool: `LLM_LOCAL_THREADS` threads if set, else 1 (see the module doc).
+/// The process-wide pool: `LLM_LOCAL_THREADS` threads if set, else one per core, of
+/// which each call uses those free (see the module doc).
 pub fn global() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let threads = std::env::var(THREADS_ENV)
+        let fixed = std::env::var(THREADS_ENV)
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(1);
-        Pool::new(threads)
+            .filter(|&n| n > 0);
+        match fixed {
+            Some(n) => Pool::new(n),
+            None => {
+                let mut p = Pool::new(cores());
+                p.adaptive = true;
+                p
+            }
+        }
     })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Threads one call may use now: the cores that other processes left idle over the last
+/// quarter second (measured at most that often), at least 1. Linux only; elsewhere 1.
+pub fn free_threads() -> usize {
+    struct Sample {
+        at: Instant,
+        total: u64,
+        idle: u64,
+        own: u64,
+    }
+    static LAST: Mutex<Option<Sample>> = Mutex::new(None);
+    static FREE: AtomicUsize = AtomicUsize::new(1);
+    let Ok(mut last) = LAST.try_lock() else {
+        return FREE.load(Ordering::Relaxed);
+    };
+    let now = Instant::now();
+    if last
+        .as_ref()
+        .is_some_and(|l| now - l.at < Duration::from_millis(250))
+    {
+        return FREE.load(Ordering::Relaxed);
+    }
+    let Some((total, idle, own)) = cpu_times() else {
+        return 1;
+    };
+    if let Some(l) = last.as_ref() {
+        let dt = total.saturating_sub(l.total);
+        if dt > 0 {
+            let busy = dt.saturating_sub(idle.saturating_sub(l.idle));
+            let others = busy.saturating_sub(own.saturating_sub(l.own));
+            let n = cores();
+            // Free cores, rounded down with a little slack for measurement noise.
+            let free = (n as f64 * (dt - others.min(dt)) as f64 / dt as f64 + 0.2) as usize;
+            FREE.store(free.clamp(1, n), Ordering::Relaxed);
+        }
+    }
+    *last = Some(Sample {
+        at: now,
+        total,
+        idle,
+        own,
+    });
+    FREE.load(Ordering::Relaxed)
+}
+
+/// (all cpu time, idle time, this process's time), in clock ticks from /proc.
+fn cpu_times() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let total = cpu.iter().sum();
+    let idle = cpu.get(3)? + cpu.get(4)?;
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are 12, 13.
+    let rest: Vec<&str> = me.rsplit_once(')')?.1.split_whitespace().collect();
+    let own = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    Some((total, idle, own))
 }
 
 impl Pool {
@@ -89,6 +173,7 @@ impl Pool {
             epoch: Mutex::new(0),
             wake: Condvar::new(),
             helper_panicked: AtomicBool::new(false),
+            limit: AtomicUsize::new(usize::MAX),
         }));
         let mut helpers = 0;
         for i in 1..threads.max(1) {
@@ -102,6 +187,7 @@ impl Pool {
         Pool {
             shared,
             helpers,
+            adaptive: false,
             busy: Mutex::new(()),
         }
     }
@@ -115,6 +201,14 @@ impl Pool {
     pub fn run(&self, n: usize, chunk: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
         let chunk = chunk.max(1);
         if self.helpers == 0 || n <= chunk {
+            return f(0..n);
+        }
+        let limit = if self.adaptive {
+            free_threads() - 1
+        } else {
+            self.helpers
+        };
+        if limit == 0 {
             return f(0..n);
         }
         // Helpers are busy with another generation's job: this one runs on its own core.
@@ -133,6 +227,7 @@ impl Pool {
         // every helper has left, so `job` outlives all uses.
         let ptr = &job as *const Job<'_> as *mut Job<'static>;
         sh.job.store(ptr, Ordering::SeqCst);
+        sh.limit.store(limit, Ordering::SeqCst);
         sh.seq.fetch_add(1, Ordering::SeqCst);
         sh.state.store(OPEN, Ordering::SeqCst);
         if sh.sleepers.load(Ordering::SeqCst) > 0 {
@@ -161,7 +256,10 @@ impl Pool {
 fn try_enter(sh: &Shared, seq: u64) -> bool {
     let mut s = sh.state.load(Ordering::SeqCst);
     loop {
-        if s & OPEN == 0 || sh.seq.load(Ordering::SeqCst) != seq {
+        if s & OPEN == 0
+            || sh.seq.load(Ordering::SeqCst) != seq
+            || s & !OPEN >= sh.limit.load(Ordering::SeqCst)
+        {
             return false;
         }
         match sh
@@ -242,6 +340,32 @@ mod tests {
                 "n = {n}"
             );
         }
+    }
+
+    #[test]
+    fn free_threads_is_between_one_and_the_cores() {
+        for _ in 0..3 {
+            let n = free_threads();
+            assert!((1..=cores()).contains(&n), "{n}");
+            std::thread::sleep(Duration::from_millis(260));
+        }
+        #[cfg(target_os = "linux")]
+        assert!(cpu_times().is_some());
+    }
+
+    #[test]
+    fn an_adaptive_pool_does_every_item_once() {
+        let mut pool = Pool::new(2);
+        pool.adaptive = true;
+        let hits: Vec<AtomicU32> = (0..500).map(|_| AtomicU32::new(0)).collect();
+        for _ in 0..20 {
+            pool.run(500, 7, &|r: Range<usize>| {
+                for i in r {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 20));
     }
 
     #[test]

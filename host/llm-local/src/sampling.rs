@@ -1,33 +1,37 @@
-//! Token choice: greedy at temperature 0, otherwise seeded sampling.
+//! Token choice: llama.cpp's default sampler chain with a seeded, portable RNG.
 //!
-//! Sampling uses llama.cpp's default filter chain (top-k 40, top-p 0.95, min-p 0.05,
-//! then temperature), so a local run behaves like the llama.cpp server it stands in for.
+//! llama.cpp's `common_params_sampling` defaults (common/common.h) and the order of its
+//! default chain (penalties, dry, top-n-sigma, top-k, typical, top-p, min-p, xtc,
+//! temperature, dist): of these only top-k 40, top-p 0.95, min-p 0.05 and temperature
+//! 0.8 are on by default (penalty_repeat is 1.0, dry_multiplier 0, typ_p 1, xtc 0,
+//! top_n_sigma -1: all disabled), then a draw from the softmax. Each step follows
+//! src/llama-sampling.cpp: top-p and min-p see the probabilities before temperature,
+//! min-p compares logits (`logit >= max + ln(min_p)`), at least one candidate stays.
+//! The draw uses ChaCha20 seeded from a u64 (`rand_chacha`), whose stream is the same
+//! on every platform, so a seed gives the same text on every run and machine.
+//! Temperature 0 is greedy: the first largest logit.
 
-/// llama.cpp server defaults.
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// llama.cpp's default temperature (`common_params_sampling::temp`).
+pub const DEFAULT_TEMPERATURE: f32 = 0.8;
 const TOP_K: usize = 40;
 const TOP_P: f32 = 0.95;
 const MIN_P: f32 = 0.05;
 
-/// SplitMix64: tiny, seedable, and good enough to draw tokens.
+/// The sampler's random stream.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(ChaCha20Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(ChaCha20Rng::seed_from_u64(seed))
     }
 
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    /// Uniform in [0, 1), 53 bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -58,27 +62,32 @@ pub fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
     if cand.is_empty() {
         return argmax(logits);
     }
-    cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    cand.truncate(TOP_K);
-    // Probabilities before temperature, as llama.cpp's top-p / min-p see them.
-    let probs = softmax(cand.iter().map(|c| c.1));
-    let mut keep = cand.len();
-    let mut cum = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        cum += p;
-        if cum >= TOP_P {
-            keep = i + 1;
-            break;
-        }
+    // top-k: the k largest logits, sorted (ties: lower id first).
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if cand.len() > TOP_K {
+        cand.select_nth_unstable_by(TOP_K - 1, order);
+        cand.truncate(TOP_K);
     }
-    let floor = probs[0] * MIN_P;
-    keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
-    cand.truncate(keep);
-    let probs = softmax(cand.iter().map(|c| c.1 / temperature));
-    let r = rng.next_f32();
+    cand.sort_unstable_by(order);
+    // top-p: the smallest head whose probability reaches p.
+    let probs = softmax(cand.iter().map(|c| c.1));
     let mut cum = 0.0;
-    for (c, p) in cand.iter().zip(&probs) {
+    if let Some(i) = probs.iter().position(|&p| {
         cum += p;
+        cum >= TOP_P
+    }) {
+        cand.truncate(i + 1);
+    }
+    // min-p: logits within ln(min_p) of the largest.
+    let floor = cand[0].1 + MIN_P.ln();
+    let keep = cand.iter().take_while(|c| c.1 >= floor).count().max(1);
+    cand.truncate(keep);
+    // temperature, then the draw.
+    let probs = softmax(cand.iter().map(|c| c.1 / temperature));
+    let r = rng.next_f64();
+    let mut cum = 0.0f64;
+    for (c, &p) in cand.iter().zip(&probs) {
+        cum += p as f64;
         if r < cum {
             return c.0;
         }
@@ -105,6 +114,28 @@ mod tests {
     }
 
     #[test]
+    fn the_stream_of_a_seed_is_fixed() {
+        // ChaCha20 from seed_from_u64 is specified by rand_core, not by the platform:
+        // these values pin it, so a dependency update that changed it would fail here.
+        let mut r = Rng::new(42);
+        let first: Vec<u64> = (0..3).map(|_| r.0.next_u64()).collect();
+        let mut again = Rng::new(42);
+        assert_eq!(
+            first,
+            (0..3).map(|_| again.0.next_u64()).collect::<Vec<_>>()
+        );
+        assert_eq!(first, PINNED_SEED_42);
+        let x = Rng::new(7).next_f64();
+        assert!((0.0..1.0).contains(&x));
+    }
+
+    const PINNED_SEED_42: [u64; 3] = [
+        9482535800248027256,
+        7566832397956113305,
+        1804347359131428821,
+    ];
+
+    #[test]
     fn sampling_is_seeded_and_filtered() {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32) * 0.05).collect();
         let draw = |seed| {
@@ -121,5 +152,23 @@ mod tests {
         let mut peaked = vec![0.0f32; 10];
         peaked[7] = 20.0;
         assert!((0..20).all(|s| sample(&peaked, 1.5, &mut Rng::new(s)) == 7));
+    }
+
+    #[test]
+    fn top_p_and_min_p_cut_as_llama_cpp() {
+        // Probabilities (before temperature) 0.5, 0.3, 0.16, 0.03, 0.01: top-p 0.95 keeps
+        // the first three (0.5 + 0.3 + 0.16 reaches 0.95); min-p alone would keep 0.03.
+        let probs = [0.5f32, 0.3, 0.16, 0.03, 0.01];
+        let logits: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+        let mut seen = [0u32; 5];
+        let mut rng = Rng::new(9);
+        for _ in 0..3000 {
+            seen[sample(&logits, 1.0, &mut rng) as usize] += 1;
+        }
+        assert_eq!(&seen[3..], &[0, 0], "{seen:?}");
+        assert!(seen[..3].iter().all(|&n| n > 200), "{seen:?}");
+        // min-p: with one token at 0.9 and the rest far below 5% of it, only it stays.
+        let logits = [0.9f32.ln(), 0.04f32.ln(), 0.03f32.ln(), 0.03f32.ln()];
+        assert!((0..200).all(|s| sample(&logits, 5.0, &mut Rng::new(s)) == 0));
     }
 }

@@ -132,8 +132,9 @@ pub trait Provider: Send + Sync {
     fn describe(&self) -> String;
     /// Whether a model without a price must be refused (paid APIs) or is free (local).
     fn is_paid(&self) -> bool;
-    /// Upper bound on the request's input tokens; exact where the tokenizer is known.
-    fn input_token_bound(&self, req: &ChatRequest) -> Result<u64, ProviderError> {
+    /// Upper bound on the request's input tokens; exact where the tokenizer is
+    /// known. Async: a tokenizer runs on guest input, off the runtime's threads.
+    async fn input_token_bound(&self, req: &ChatRequest) -> Result<u64, ProviderError> {
         Ok(crate::budget::tokens::input_token_bound(req.messages.iter().map(|m| m.content.as_str())))
     }
     async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError>;

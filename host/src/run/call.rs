@@ -96,7 +96,7 @@ impl AgentState {
             self.refuse(&op, "stopping", &msg);
             return Ok(Err(types::LlmError::BudgetExhausted(self.status(fuel_total))));
         }
-        let mut call = match self.prepare(req, fuel_total, fuel_delta) {
+        let mut call = match self.prepare(req, fuel_total, fuel_delta).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
@@ -142,7 +142,7 @@ impl AgentState {
     }
 
     /// 1. Bounded input, checked before anything is reserved; the price and the token bound.
-    fn prepare(&mut self, req: types::CompletionRequest, fuel_total: u64, fuel_delta: u64) -> Result<Prepared, types::LlmError> {
+    async fn prepare(&mut self, req: types::CompletionRequest, fuel_total: u64, fuel_delta: u64) -> Result<Prepared, types::LlmError> {
         let ctx = self.ctx.clone();
         let limits = &ctx.spec.limits;
         let mut anomalies = Vec::new();
@@ -200,11 +200,14 @@ impl AgentState {
             call_index: calls,
             seed: crate::llm::call_seed(&ctx.run_id, calls),
         };
-        let input_bound = ctx.provider.input_token_bound(&chat).map_err(|e| {
-            let msg = e.to_string();
-            self.refuse(&operation, "invalid_request", &msg);
-            types::LlmError::InvalidRequest(msg)
-        })?;
+        let input_bound = match ctx.provider.input_token_bound(&chat).await {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = e.to_string();
+                self.refuse(&operation, "invalid_request", &msg);
+                return Err(types::LlmError::InvalidRequest(msg));
+            }
+        };
         Ok(Prepared { operation, chat, price, input_bound, request_bytes: bytes, fuel_total, fuel_delta, anomalies })
     }
 

@@ -4,7 +4,7 @@
 //! cycle) until cycle `<cycle>` (default 1), then:
 //! `loop` spin forever; `trap` panic; `alloc` allocate without bound;
 //! `recurse` recurse without bound; `files` try to read a file, the environment
-//! and a socket and report what it got; `big-prompt` send a 100 MB prompt; `long-prompt` a 200 KB one;
+//! and a socket and report what it got; `big-prompt` send a 100 MB prompt; `long-prompt` a 200 KB one; `long-word` one 900 KB word;
 //! `many-messages` send 100,000 messages; `big-snapshot` grow its state to
 //! 64 MiB so `snapshot` returns it; `trap-snapshot` / `trap-restore` panic there;
 //! `slow` burn fuel in a long loop then finish; `calls:<n>` make n calls per cycle;
@@ -135,6 +135,8 @@ impl Agent for Chaos {
             "big-prompt" => Ok(Step::Done(try_call(vec![user("x".repeat(100 << 20))]))),
             // Under the host's byte limit, over the local model's context window.
             "long-prompt" => Ok(Step::Done(try_call(vec![user("word ".repeat(40_000))]))),
+            // One 900 KB word: within the byte limit, the worst case for a BPE tokenizer.
+            "long-word" => Ok(Step::Done(try_call(vec![user("a".repeat(900_000))]))),
             "many-messages" => Ok(Step::Done(try_call((0..100_000).map(|i| user(i.to_string())).collect()))),
             "big-snapshot" => {
                 self.ballast = vec![7u8; 64 << 20];
