@@ -33,8 +33,8 @@ fn the_default_provider_writes_the_essay_for_free() {
 #[test]
 fn temperature_zero_is_deterministic() {
     let (da, db) = (tempdir(), tempdir());
-    let a = run(local(da.path(), "1").args(["--max-cycles", "2", "--json"])).json();
-    let b = run(local(db.path(), "1").args(["--max-cycles", "2", "--json"])).json();
+    let a = run(local(da.path(), "1").args(["--max-cycles", "2", "--temperature", "0", "--json"])).json();
+    let b = run(local(db.path(), "1").args(["--max-cycles", "2", "--temperature", "0", "--json"])).json();
     assert_eq!(a["input_tokens"], b["input_tokens"]);
     assert_eq!(a["output_tokens"], b["output_tokens"]);
     assert!(a["output_tokens"].as_u64().unwrap() > 0);
@@ -83,4 +83,28 @@ fn a_prompt_over_the_context_window_is_an_invalid_request() {
     r.assert_code(0);
     let result = r.json()["result"].as_str().unwrap().to_string();
     assert!(result.contains("invalid request") && result.contains("context window"), "{result}");
+}
+
+/// llama.cpp's default sampling, seeded from the run id and the call number:
+/// a run stopped and resumed writes the same essay as one that ran straight through.
+#[test]
+fn sampling_is_seeded_by_run_and_call_so_a_resume_says_the_same() {
+    let (da, db) = (tempdir(), tempdir());
+    let straight = run(local(da.path(), "1").args(["--run-id", "essay-seeded", "--max-cycles", "3", "--json"]));
+    straight.assert_code(0);
+    let first = run(local(db.path(), "1").args(["--run-id", "essay-seeded", "--max-cycles", "2", "--json"]));
+    first.assert_code(0);
+    let ck = first.json()["checkpoint"].as_str().unwrap().to_string();
+    let mut c = host();
+    c.args(["resume", &ck, "--max-cycles", "3", "--json"]);
+    let resumed = run(&mut c);
+    resumed.assert_code(0);
+    let (a, b) = (straight.json(), resumed.json());
+    assert_eq!(a["output_tokens"], b["output_tokens"]);
+    let state = |s: &serde_json::Value| {
+        let mut c = host();
+        c.args(["inspect", s["checkpoint"].as_str().unwrap(), "--json"]);
+        run(&mut c).json()["agent_state_bytes"].clone()
+    };
+    assert_eq!(state(&a), state(&b), "the same essay, byte for byte");
 }

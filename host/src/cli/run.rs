@@ -212,6 +212,9 @@ pub struct RunArgs {
     /// Refuse the agent unless its file's sha256 is this (64 hex digits); checked before compiling (teams: use --lock).
     #[arg(long, value_name = "SHA256", conflicts_with = "team")]
     pub expect_sha256: Option<String>,
+    /// The run's id in logs and checkpoints (default: the agent's name, the time and a nonce).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
     /// After the run, say what its tokens would have cost on this model (priced in the table); repeatable.
     #[arg(long, value_name = "MODEL")]
     pub compare: Vec<String>,
@@ -299,6 +302,7 @@ impl RunArgs {
         o.checkpoint_dir = self.output.checkpoint_dir.clone();
         o.log = self.output.log.clone();
         o.seal_key = budget_host::checkpoint::seal_key_from_env();
+        o.run_id = self.run_id.clone();
         o
     }
 }
@@ -324,6 +328,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         b = b.expect_agent_sha256(h, "--expect-sha256");
     }
     let mut spec = b.build().map_err(bad)?;
+    if let Some(id) = &args.run_id {
+        spec::check_name("run id", id).map_err(bad)?;
+    }
     if let Some(lock) = &args.lock {
         spec.apply_lock(&budget_host::integrity::LockPins::read(lock).map_err(bad)?).map_err(bad)?;
     }

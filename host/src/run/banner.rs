@@ -57,6 +57,13 @@ pub fn banner(c: &Console, spec: &RunSpec, provider: &dyn Provider, checkpoint_d
 /// The ending: how the run stopped, the seed's breakdown, the result.
 pub fn ending(c: &Console, spec: &RunSpec, o: &RunOutcome) {
     c.progress.finish();
+    // `--quiet` is "errors only": a run that failed still says why.
+    if c.quiet {
+        if let Some(i) = o.interrupt.as_ref().filter(|i| matches!(i.source, Source::Error | Source::HookFailed | Source::Overrun)) {
+            c.error(&format!("{}: {}", i.source.as_str(), i.message));
+        }
+        return;
+    }
     let l = &o.ledger;
     c.out("");
     match (&o.interrupt, o.status) {
