@@ -270,3 +270,49 @@ fn unwritable_checkpoint_dir_is_a_clear_error_and_the_log_stays_complete() {
     assert_eq!(lines.last().unwrap()["event"], "budget_monitoring_end");
     assert_eq!(events(&lines, "llm_call").len(), 5);
 }
+
+/// A checkpoint written by host 0.1 (format 1: the command line's settings in
+/// its header) resumes on this host: migrated to a spec, its ledger and agent
+/// state intact. The plugin it names was built on another machine, so the
+/// file is pointed at this checkout's agent (and re-sealed) and resumed with --force.
+#[test]
+fn a_format_1_checkpoint_of_host_0_1_resumes() {
+    use flate2::{read::GzDecoder, write::GzEncoder, Compression};
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    GzDecoder::new(std::fs::File::open(fixture("host-0.1/checkpoint-budget-stop.jsonl.gz")).unwrap()).read_to_string(&mut text).unwrap();
+    let mut lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.pop();
+    assert_eq!(lines[0]["format"], 1);
+    lines[0]["agent"]["path"] = serde_json::json!(plugin("essay-agent"));
+    lines[0]["hooks"][0]["path"] = serde_json::json!(plugin("budget-monitor"));
+    let mut body = Vec::new();
+    for l in &lines {
+        serde_json::to_writer(&mut body, l).unwrap();
+        body.push(b'\n');
+    }
+    let trailer = serde_json::json!({"kind": "trailer", "sha256": hex::encode(Sha256::digest(&body)), "lines": lines.len()});
+    serde_json::to_writer(&mut body, &trailer).unwrap();
+    body.push(b'\n');
+    let dir = tempdir();
+    let ck = dir.path().join("checkpoint_20261202_081528_7.jsonl.gz");
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(&body).unwrap();
+    std::fs::write(&ck, gz.finish().unwrap()).unwrap();
+
+    let r = run(host().arg("inspect").arg(&ck));
+    r.assert_code(0);
+    assert!(r.stdout.contains("format 1") && r.stdout.contains("Hook 'budget-monitor'") && r.stdout.contains("$0.0983 / $0.1000"), "{}", r.stdout);
+    // Without --force the changed plugins are refused, naming them.
+    let r = run(host().arg("resume").arg(&ck).args(["--budget", "0.2"]));
+    r.assert_code(USAGE);
+    assert!(r.stderr.contains("changed since the checkpoint"), "{}", r.stderr);
+    let r = run(host().arg("resume").arg(&ck).args(["--budget", "0.2", "--force", "--json"]));
+    r.assert_code(0);
+    let s = r.json();
+    assert_eq!(s["status"], "completed");
+    // The old run stopped at $0.0983 after 6 calls; the resume adds four more, as host 0.1 did.
+    assert_eq!((s["calls"].as_u64(), s["spent_nanos"].as_u64()), (Some(10), Some(161_280_000)));
+    assert_eq!(s["run_id"], "essay-agent-20261202_081527-5519");
+}

@@ -460,3 +460,23 @@ fn progress_of_a_team_gives_each_agent_a_bar_and_leaves_only_the_lines() {
         assert_eq!(got, want, "{a}'s lines on the final screen:\n{}", screen.join("\n"));
     }
 }
+
+/// A log written by host 0.1 (before the typed events): a budget stop, a hook,
+/// plugin lines and a resume. `host report` reads it whole, to the nano-dollar.
+#[test]
+fn a_log_of_host_0_1_reads_whole() {
+    let log = fixture("host-0.1/budget_monitoring.jsonl");
+    let r = run(host().arg("report").arg(&log).arg("--json"));
+    r.assert_code(0);
+    let v = r.json();
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 0, "every line is an event this host reads");
+    let run0 = &v["runs"][0];
+    assert_eq!((run0["segments"].as_u64(), run0["resumes"].as_u64(), run0["refused"].as_u64()), (Some(2), Some(1), Some(1)));
+    assert_eq!((run0["spent_nanos"].as_u64(), run0["ledger_spent_nanos"].as_u64()), (Some(161_280_000), Some(161_280_000)));
+    assert_eq!(run0["notes"].as_array().unwrap().len(), 0, "{}", run0["notes"]);
+    let calls: u64 = read_log(&log).iter().filter(|e| e["event"] == "llm_call").map(|e| e["cost_nanos"].as_u64().unwrap()).sum();
+    assert_eq!(calls, 161_280_000);
+    let r = run(host().arg("report").arg(&log));
+    r.assert_code(0);
+    assert!(r.stdout.contains("Total Cost: $0.1613") && r.stdout.contains("resumed 1 time"), "{}", r.stdout);
+}

@@ -8,7 +8,8 @@
 
 use crate::common::{scratch, BUDGET_NANOS};
 use budget_host::budget::Ledger;
-use budget_host::checkpoint::{BudgetRecord, Checkpoint, Header, PluginRef, GZIP_LEVEL};
+use budget_host::checkpoint::{BudgetRecord, Checkpoint, Header, GZIP_LEVEL};
+use budget_host::spec::{HookSpec, RunSpec};
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use std::cell::OnceCell;
 use std::time::Duration;
@@ -40,7 +41,16 @@ fn checkpoint(state_len: usize) -> Checkpoint {
         let r = ledger.reserve(23_100).unwrap();
         let _ = ledger.settle(r, 3_000, &format!("llm_call_cycle_{i}"), 12, 2);
     }
-    let plugin = |name: &str| PluginRef { path: format!("plugins/{name}/{name}.wasm").into(), sha256: "ab".repeat(32) };
+    let mut spec = RunSpec::builder("plugins/essay-agent/essay-agent.wasm")
+        .budget_nanos(BUDGET_NANOS)
+        .model("gpt-4o-mini")
+        .hook(HookSpec::parse("plugins/budget-monitor/budget-monitor.wasm").unwrap())
+        .hook(HookSpec::parse("plugins/hook-op-cap-c/hook-op-cap-c.wasm=*=1").unwrap())
+        .build()
+        .unwrap();
+    for p in std::iter::once(&mut spec.agent).chain(spec.hooks.iter_mut().map(|h| &mut h.plugin)) {
+        p.sha256 = Some("ab".repeat(32));
+    }
     Checkpoint {
         header: Header {
             format: budget_host::checkpoint::FORMAT,
@@ -48,15 +58,17 @@ fn checkpoint(state_len: usize) -> Checkpoint {
             created: budget_host::audit::timestamp(),
             reason: "periodic".into(),
             interrupt: None,
-            agent: plugin("essay-agent"),
-            hooks: vec![plugin("budget-monitor"), plugin("hook-op-cap-c")],
             host_version: env!("CARGO_PKG_VERSION").into(),
-            settings: serde_json::json!({"budget": 1.0, "model": "gpt-4o-mini"}),
+            spec,
+            journal: None,
         },
         budget: BudgetRecord { ledger: ledger.state(), fuel_used: 123_456_789, fuel_limit: None },
         cycle: 10,
         agent_state: text_state(state_len),
-        hook_states: vec![text_state(300), br#"{"version":1,"denied":0,"spent":{"llm_call_cycle_3":12000000}}"#.to_vec()],
+        hook_states: vec![
+            ("budget-monitor".into(), text_state(300)),
+            ("hook-op-cap-c".into(), br#"{"version":1,"denied":0,"spent":{"llm_call_cycle_3":12000000}}"#.to_vec()),
+        ],
     }
 }
 
@@ -76,18 +88,18 @@ pub fn bench(c: &mut Criterion) {
         }
         let sub = dir.join(label);
         // The CPU part of a save (JSON lines, base64, sha256, gzip) without the file.
-        g.bench_function(BenchmarkId::new("encode", label), |b| b.iter(|| black_box(ck().encode().unwrap())));
-        g.bench_function(BenchmarkId::new("save_durable", label), |b| b.iter(|| ck().save(&sub).unwrap()));
+        g.bench_function(BenchmarkId::new("encode", label), |b| b.iter(|| black_box(ck().encode(None).unwrap())));
+        g.bench_function(BenchmarkId::new("save_durable", label), |b| b.iter(|| ck().save(&sub, None).unwrap()));
         let saved = OnceCell::new();
         g.bench_function(BenchmarkId::new("load_verify", label), |b| {
             let path = saved.get_or_init(|| {
-                let path = ck().save(&sub).unwrap();
+                let path = ck().save(&sub, None).unwrap();
                 let size = std::fs::metadata(&path).unwrap().len();
                 eprintln!("checkpoint of a {label} state: {size} bytes on disk (gzip level {GZIP_LEVEL})");
                 path
             });
             b.iter(|| {
-                let back = Checkpoint::load(path).unwrap();
+                let back = Checkpoint::load(path, None).unwrap();
                 assert_eq!(back.agent_state.len(), len);
                 black_box(back)
             })
