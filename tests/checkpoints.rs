@@ -34,10 +34,11 @@ fn periodic_interrupt_and_final_checkpoints_with_retention() {
     let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
     let saved = events(&log, "checkpoint_saved");
     let reasons: Vec<&str> = saved.iter().map(|e| e["reason"].as_str().unwrap()).collect();
-    // Cycle 10 finishes the task: its checkpoint is the final one.
-    assert_eq!(reasons, ["periodic", "periodic", "periodic", "periodic", "final"]);
+    // A journaled run starts with a checkpoint its journal can be replayed
+    // onto; cycle 10 finishes the task: its checkpoint is the final one.
+    assert_eq!(reasons, ["start", "periodic", "periodic", "periodic", "periodic", "final"]);
     let cycles: Vec<u64> = saved.iter().map(|e| e["cycle"].as_u64().unwrap()).collect();
-    assert_eq!(cycles, [2, 4, 6, 8, 10]);
+    assert_eq!(cycles, [0, 2, 4, 6, 8, 10]);
     let left = checkpoints(dir.path());
     assert!(left.len() <= 3, "retention keeps 3: {left:?}");
     let s = r.json();
@@ -258,10 +259,25 @@ fn unwritable_checkpoint_dir_is_a_clear_error_and_the_log_stays_complete() {
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"file").unwrap();
     let log = dir.path().join("audit.jsonl");
-    let mut c = host();
-    c.arg("run").arg(plugin("essay-agent")).arg("--checkpoint-dir").arg(blocker.join("ck")).arg("--log").arg(&log);
-    c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json")).args(["--budget", "1", "--json"]);
-    let r = run(&mut c);
+    let cmd = |journal: bool| {
+        let mut c = host();
+        c.arg("run").arg(plugin("essay-agent")).arg("--checkpoint-dir").arg(blocker.join("ck")).arg("--log").arg(&log);
+        c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-mini.json")).args(["--budget", "1", "--json"]);
+        if !journal {
+            c.arg("--no-journal");
+        }
+        c
+    };
+    // With the call journal (the default) the directory is needed before
+    // the first call: refused before any money is spent.
+    let r = run(&mut cmd(true));
+    r.assert_code(2);
+    assert!(r.stderr.contains("call journal") && r.stderr.contains("not-a-dir"), "{}", r.stderr);
+    assert!(!log.exists() || events(&read_log(&log), "llm_call").is_empty());
+
+    // Without it, the first periodic checkpoint fails and stops the run cleanly.
+    let _ = std::fs::remove_file(&log);
+    let r = run(&mut cmd(false));
     r.assert_code(FAILURE);
     let s = r.json();
     assert!(s["stop_reason"]["message"].as_str().unwrap().contains("cannot write a checkpoint"), "{s}");

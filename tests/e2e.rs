@@ -7,6 +7,7 @@ mod checkpoints;
 mod fuzz;
 mod hooks;
 mod interrupts;
+mod journal;
 mod local;
 mod polyglot;
 mod shared_ledger;

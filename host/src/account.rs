@@ -40,6 +40,13 @@ pub struct Held {
     shared: Option<Hold>,
 }
 
+impl Held {
+    /// The shared ledger's id for this hold, if there is one.
+    pub fn hold_id(&self) -> Option<&str> {
+        self.shared.as_ref().map(|h| h.id.as_str())
+    }
+}
+
 /// Why a call could not be reserved.
 pub enum Refusal {
     /// Not enough budget (the message says whose and how much).

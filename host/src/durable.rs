@@ -13,6 +13,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
+        if crate::crash::due("mid-checkpoint") {
+            // A torn write: half the file, never renamed, then the process dies.
+            f.write_all(&data[..data.len() / 2])?;
+            f.sync_all()?;
+            std::process::abort();
+        }
         f.write_all(data)?;
         f.sync_all()
     })();

@@ -52,6 +52,8 @@ pub mod audit;
 #[doc(hidden)]
 pub mod bindings;
 #[doc(hidden)]
+pub mod crash;
+#[doc(hidden)]
 pub mod durable;
 #[doc(hidden)]
 pub mod engine;
@@ -59,6 +61,7 @@ pub mod engine;
 pub mod guest_io;
 #[doc(hidden)]
 pub mod hooks;
+pub mod journal;
 mod host;
 #[doc(hidden)]
 pub mod output;

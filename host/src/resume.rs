@@ -35,6 +35,8 @@ pub struct ResumeRequest {
     pub force: bool,
     /// The key of the keyed seal, when set: the checkpoint must carry a matching seal.
     pub seal_key: Option<Vec<u8>>,
+    /// The call journal to reconcile (default: `calls.journal` beside the checkpoint).
+    pub journal: Option<PathBuf>,
 }
 
 /// The checkpoint to resume from: the one named, or the newest in a directory.
@@ -105,14 +107,22 @@ pub fn prepare(req: &ResumeRequest, console: &Console) -> Result<(RunSpec, Resum
             }
         }
     }
-    let spent = ck.budget.ledger.spent;
+    let journal_path = req.journal.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join(crate::journal::FILE));
+    let (records, torn) = crate::journal::read(&journal_path).map_err(|e| BadInput(e.to_string()))?;
+    if let Some(why) = torn {
+        console.note(&format!("⚠️  {}: {why}", journal_path.display()));
+    }
+    let from = ck.header.journal.as_ref().map_or(0, |j| j.next_seq);
+    let journal = crate::journal::reconcile::reconcile(&records, &ck.header.run_id, from);
+    // Spent: the checkpoint's, and what the journal says was spent after it.
+    let spent = ck.budget.ledger.spent.saturating_add(journal.spent());
     if let Some(n) = req.budget {
         if n < spent {
             return Err(BadInput(format!("--budget {} is below the {} this run already spent", fmt_usd(n), fmt_usd(spent))));
         }
         spec.budget = n;
     } else {
-        spec.budget = ck.budget.ledger.limit;
+        spec.budget = ck.budget.ledger.limit.max(spent);
     }
     if req.fuel.is_some() {
         spec.limits.fuel = req.fuel;
@@ -120,7 +130,7 @@ pub fn prepare(req: &ResumeRequest, console: &Console) -> Result<(RunSpec, Resum
     if let Some(m) = req.max_cycles {
         spec.limits.max_cycles = m;
     }
-    Ok((spec, ResumePoint { path, checkpoint: ck }))
+    Ok((spec, ResumePoint { path, checkpoint: ck, journal }))
 }
 
 /// What `host inspect` shows: the checkpoint, and everything a resume would take from it.

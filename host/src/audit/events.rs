@@ -45,6 +45,8 @@ pub enum Event<'a> {
     Interrupt(InterruptLine<'a>),
     /// The process's part of the run ended; the ledger's final figures.
     BudgetMonitoringEnd(End<'a>),
+    /// Replay of a journaled run ended: the agent asked something else.
+    ReplayEnded(ReplayEnded<'a>),
     /// An event this host does not know (a newer host wrote it).
     #[serde(other)]
     Unknown,
@@ -67,6 +69,7 @@ impl Event<'_> {
             Event::CheckpointSaved(_) => "checkpoint_saved",
             Event::Interrupt(_) => "interrupt",
             Event::BudgetMonitoringEnd(_) => "budget_monitoring_end",
+            Event::ReplayEnded(_) => "replay_ended",
             Event::Unknown => "unknown",
         }
     }
@@ -154,6 +157,24 @@ pub struct Call<'a> {
     pub finish_reason: Option<Text<'a>>,
     #[serde(default)]
     pub anomalies: Vec<Text<'a>>,
+    /// Answered from the call journal at $0 (a resumed run asking what it asked before a crash).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub replayed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `replay_ended`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReplayEnded<'a> {
+    #[serde(default)]
+    pub cycle: u32,
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default)]
+    pub detail: Text<'a>,
 }
 
 /// `llm_call_refused`.
@@ -384,6 +405,7 @@ mod tests {
             Event::CheckpointSaved(CheckpointSaved::default()),
             Event::Interrupt(InterruptLine::default()),
             Event::BudgetMonitoringEnd(End::default()),
+            Event::ReplayEnded(ReplayEnded::default()),
         ];
         for e in all {
             let v = serde_json::to_value(&e).unwrap();

@@ -156,6 +156,18 @@ impl Ledger {
         Settlement { charged, over_reservation, crossed: self.cross_thresholds() }
     }
 
+    /// Record money spent outside a reservation of this ledger: a call that
+    /// settled before a crash, read back from the call journal. Charged as it
+    /// is; thresholds it crosses count as fired.
+    pub fn charge(&mut self, cost: Nanos, operation: &str) {
+        self.spent = self.spent.saturating_add(cost);
+        self.calls = self.calls.saturating_add(1);
+        let op = self.by_operation.entry(operation.to_string()).or_default();
+        op.cost = op.cost.saturating_add(cost);
+        op.calls = op.calls.saturating_add(1);
+        self.cross_thresholds();
+    }
+
     fn cross_thresholds(&mut self) -> Vec<f64> {
         let mut crossed = Vec::new();
         for (i, ppm) in self.thresholds_ppm.iter().enumerate() {

@@ -80,10 +80,9 @@ pub enum CheckpointError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalPosition {
-    /// Records of this run in the journal before the checkpoint.
-    pub records: u64,
-    /// The sequence number of the last call settled before it.
-    pub last_call: u64,
+    /// The number the run's next call gets: journal records numbered from here
+    /// are after the checkpoint.
+    pub next_seq: u64,
 }
 
 /// The first line: what the run is and why the file was written.

@@ -55,6 +55,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<i32> {
         max_cycles: args.max_cycles,
         force: args.force,
         seal_key: seal_key.clone(),
+        journal: None,
     };
     let (mut spec, point) = budget_host::resume::prepare(&req, &console)?;
     let endpoints = args.endpoints.endpoints()?;
@@ -70,7 +71,9 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<i32> {
         dir.display()
     ));
     let host = super::host(args.output.no_cache)?;
+    let journal = args.output.journal(&dir)?;
     let mut opts = RunOptions::new(provider).console(console.clone()).stop(stop.clone()).checkpoint_dir(dir).log(log);
+    opts.journal = journal;
     opts.seal_key = seal_key;
     opts.shared = super::run::shared_ledger(args.output.ledger.as_deref(), spec.budget, spec.lease).await?;
     opts.resume = Some(point);
@@ -93,6 +96,7 @@ async fn resume_team(args: &ResumeArgs, manifest: &std::path::Path, budget: Opti
     let provider = budget_host::llm::connect(&mut spec, &endpoints).map_err(BadInput)?;
     let mut base = RunOptions::new(provider).console(console.clone()).stop(stop.clone());
     base.seal_key = seal_key;
+    base.journal = args.output.journal(&dir)?;
     signals::watch(stop, console);
     let host = super::host(args.output.no_cache)?;
     let shared = match budget {

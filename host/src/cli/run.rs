@@ -102,6 +102,20 @@ pub struct OutputArgs {
     /// Share one budget with other hosts on a Redis server: redis://host:port/key.
     #[arg(long, value_name = "URL")]
     pub ledger: Option<String>,
+    /// Do not journal calls (the write-ahead journal in the checkpoint directory lets a
+    /// resume after a crash count every call and replay answered ones at $0).
+    #[arg(long)]
+    pub no_journal: bool,
+}
+
+impl OutputArgs {
+    /// The write-ahead journal in `dir`, unless `--no-journal`.
+    pub fn journal(&self, dir: &Path) -> Result<Option<budget_host::journal::Journal>, BadInput> {
+        if self.no_journal {
+            return Ok(None);
+        }
+        budget_host::journal::Journal::open(&dir.join(budget_host::journal::FILE)).map(Some).map_err(bad)
+    }
 }
 
 impl OutputArgs {
@@ -282,11 +296,6 @@ impl RunArgs {
             .max_snapshot_mb(self.max_snapshot_mb);
         if let Some(script) = &self.script {
             b = b.script(script);
-            // The script names the model its answers are priced as.
-            if self.model.is_none() && self.provider == ProviderArg::Scripted {
-                let s = budget_host::llm::scripted::Scripted::load(&script.to_string_lossy()).map_err(BadInput)?;
-                b = b.model(s.model());
-            }
         }
         if let Some(m) = &self.model {
             b = b.model(m);
@@ -338,6 +347,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let host = super::host(args.output.no_cache)?;
     let stop = budget_host::interrupt::StopSignal::new();
     let mut opts = args.options(provider, stop.clone());
+    opts.journal = args.output.journal(&opts.checkpoint_dir_for(&spec))?;
     opts.shared = shared_ledger(args.output.ledger.as_deref(), spec.budget, spec.lease).await?;
     signals::watch(stop, opts.console.clone());
     finish(&host, spec, opts, &args.compare).await
@@ -386,10 +396,12 @@ async fn run_team(args: RunArgs, team: &Path) -> anyhow::Result<i32> {
     }
     let host = super::host(args.output.no_cache)?;
     let stop = budget_host::interrupt::StopSignal::new();
-    let base_opts = args.options(provider, stop.clone());
+    let mut base_opts = args.options(provider, stop.clone());
     signals::watch(stop, base_opts.console.clone());
     let team_name = team.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "team".into());
     let dir = args.output.checkpoint_dir.clone().unwrap_or_else(|| PathBuf::from(".host/checkpoints").join(&team_name));
+    // One journal for the team: its agents share a process and a group commit.
+    base_opts.journal = args.output.journal(&dir)?;
     let shared = shared_ledger(args.output.ledger.as_deref(), plan.total, base.lease).await?;
     let opts = budget_host::team::TeamOptions { base: base_opts, dir, log: args.output.log.clone(), shared, json: args.output.json };
     budget_host::team::run_team(&host, plan, opts).await

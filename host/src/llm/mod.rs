@@ -184,6 +184,10 @@ pub fn connect(spec: &mut crate::spec::RunSpec, e: &Endpoints) -> Result<Arc<dyn
             let (s, sha) = scripted::Scripted::load_with_sha256(&pin.path.to_string_lossy())?;
             crate::integrity::check_pin(&pin.path, &sha, pin.sha256.as_deref(), Some("the run's pin")).map_err(|e| e.to_string())?;
             pin.sha256 = Some(sha);
+            // The script names the model its answers are priced as, unless the run names one.
+            if spec.model == ProviderKind::Scripted.default_model() {
+                spec.model = s.model().to_string();
+            }
             Arc::new(s)
         }
     })

@@ -394,6 +394,8 @@ impl Run {
                     end: None,
                 });
             }
+            // A replayed answer cost nothing and settled nothing: not a call of the books.
+            Event::LlmCall(c) if c.replayed => {}
             Event::LlmCall(c) => {
                 let before = c.cumulative_nanos.map(|cum| cum.saturating_sub(c.cost_nanos)).unwrap_or(0);
                 let seg = self.segment(c.budget_limit_nanos.unwrap_or(0), before, &ts, t);
@@ -486,7 +488,7 @@ impl Run {
                     cost_by_operation_nanos: e.cost_by_operation_nanos,
                 });
             }
-            Event::LlmCallCancelled(_) | Event::HookDecision(_) | Event::HookFailure(_) | Event::PluginLog(_) | Event::PluginEvent(_) | Event::Unknown => {}
+            Event::LlmCallCancelled(_) | Event::ReplayEnded(_) | Event::HookDecision(_) | Event::HookFailure(_) | Event::PluginLog(_) | Event::PluginEvent(_) | Event::Unknown => {}
         }
     }
 

@@ -50,23 +50,25 @@ fn wit_usage(u: &Usage) -> types::Usage {
 }
 
 /// One call as prepared: what is asked, of which model, at what price.
-struct Prepared {
-    operation: String,
-    chat: ChatRequest,
+pub(super) struct Prepared {
+    pub(super) operation: String,
+    pub(super) chat: ChatRequest,
     price: Price,
-    input_bound: u64,
+    pub(super) input_bound: u64,
     request_bytes: usize,
     fuel_total: u64,
     fuel_delta: u64,
+    /// sha256 of the guest's request, for the journal and replay.
+    pub(super) digest: String,
     /// Said on the call's line (a folded label).
     anomalies: Vec<String>,
 }
 
 /// What the provider answered, settled.
-struct Settled {
-    resp: ChatResponse,
-    usage: Usage,
-    charged: u64,
+pub(super) struct Settled {
+    pub(super) resp: ChatResponse,
+    pub(super) usage: Usage,
+    pub(super) charged: u64,
     anomalies: Vec<String>,
 }
 
@@ -96,6 +98,10 @@ impl AgentState {
             self.refuse(&op, "stopping", &msg);
             return Ok(Err(types::LlmError::BudgetExhausted(self.status(fuel_total))));
         }
+        // 0. A call that asks what the journal answered before a crash gets that answer at $0.
+        if let Some(done) = self.try_replay(&req, fuel_total) {
+            return Ok(Ok(done));
+        }
         let mut call = match self.prepare(req, fuel_total, fuel_delta).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -108,15 +114,29 @@ impl AgentState {
             Err(r) => return r,
         };
         call.chat.max_tokens = plan.max_tokens;
+        // The intent is durable before the provider hears of the call.
+        let (seq, held) = match self.journal_intent(&call, &plan, held).await {
+            Ok(x) => x,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let started = Instant::now();
-        let (result, attempts) = self.send(&call, &plan, held).await?;
+        let (result, attempts) = self.send(&call, &plan, held, seq).await?;
         let latency_ms = started.elapsed().as_millis() as u64;
         let (resp, held) = match result {
-            Ok(r) => r,
-            Err((e, held)) => return Ok(Err(self.provider_failed(e, held, &plan, &call, attempts, latency_ms).await)),
+            Ok(r) => {
+                crate::crash::point("after-provider");
+                r
+            }
+            Err((e, held)) => return Ok(Err(self.provider_failed(e, held, &plan, &call, attempts, latency_ms, seq).await)),
         };
         let settled = self.settle(&call, &plan, held, resp).await;
+        // The result is durable before the guest sees the answer.
+        let journaled = self.journal_result(seq, settled.charged, Some(&settled), call.chat.max_tokens).await;
         self.record(&call, &plan, &settled, attempts, latency_ms).await;
+        if let Err(refused) = journaled {
+            return Ok(Err(refused));
+        }
+        crate::crash::point("after-result");
         self.ask_hooks_after(&call, &plan, &settled, latency_ms).await?;
         Ok(Ok(types::Completion {
             text: settled.resp.text,
@@ -166,6 +186,7 @@ impl AgentState {
             }
         }
         let bytes: usize = req.messages.iter().map(|m| m.content.len()).sum();
+        let digest = super::journaled::digest(&req);
         let model = req.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| ctx.spec.model.clone());
         let invalid = if req.messages.is_empty() {
             Some("a request needs at least one message".to_string())
@@ -208,7 +229,7 @@ impl AgentState {
                 return Err(types::LlmError::InvalidRequest(msg));
             }
         };
-        Ok(Prepared { operation, chat, price, input_bound, request_bytes: bytes, fuel_total, fuel_delta, anomalies })
+        Ok(Prepared { operation, chat, price, input_bound, request_bytes: bytes, fuel_total, fuel_delta, digest, anomalies })
     }
 
     /// 2. Hooks before the call: allow, deny, or lower max tokens. `Some` refuses the call.
@@ -281,7 +302,7 @@ impl AgentState {
     /// 4. The provider, with bounded retries; an immediate stop or the timeout
     /// cancels it, charging the reservation (the provider may bill the cut call).
     #[allow(clippy::type_complexity)]
-    async fn send(&mut self, call: &Prepared, plan: &Plan, held: Held) -> wasmtime::Result<(Result<(ChatResponse, Held), (ProviderError, Held)>, u32)> {
+    async fn send(&mut self, call: &Prepared, plan: &Plan, held: Held, seq: Option<u64>) -> wasmtime::Result<(Result<(ChatResponse, Held), (ProviderError, Held)>, u32)> {
         let ctx = self.ctx.clone();
         let deadline = self.bounds.deadline();
         let provider = ctx.provider.clone();
@@ -289,12 +310,12 @@ impl AgentState {
         let (result, attempts) = tokio::select! {
             r = attempt => r,
             _ = ctx.stop.wait_immediate() => {
-                self.cancel(held, plan, call, "signal").await;
+                self.cancel(held, plan, call, "signal", seq).await;
                 self.raise(Interrupt::new(Source::Signal, Mode::Immediate, "interrupted during an LLM call; its reservation was charged"));
                 return Err(Cancelled("signal").into());
             }
             _ = sleep_until(deadline) => {
-                self.cancel(held, plan, call, "timeout").await;
+                self.cancel(held, plan, call, "timeout", seq).await;
                 self.raise(Interrupt::new(Source::Timeout, Mode::Immediate, "timed out during an LLM call; its reservation was charged"));
                 return Err(Cancelled("timeout").into());
             }
@@ -308,8 +329,9 @@ impl AgentState {
 
     /// A call cut off by an immediate stop may have been billed: charge its
     /// reservation (never more) and say so in the log.
-    async fn cancel(&mut self, held: Held, plan: &Plan, call: &Prepared, why: &str) {
+    async fn cancel(&mut self, held: Held, plan: &Plan, call: &Prepared, why: &str, seq: Option<u64>) {
         let s = self.charge(held, plan.reserve, &call.operation, call.input_bound, plan.max_tokens as u64).await;
+        let _ = self.journal_result(seq, s, None, plan.max_tokens).await;
         let spent = self.account.ledger().spent();
         self.ctx.out.event(&Event::LlmCallCancelled(events::Cancelled {
             operation: Some(Cow::Borrowed(&call.operation)),
@@ -404,6 +426,7 @@ impl AgentState {
             attempts: Some(attempts),
             finish_reason: Some(Cow::Borrowed(&s.resp.finish_reason)),
             anomalies: s.anomalies.iter().map(|a| Cow::Borrowed(a.as_str())).collect(),
+            replayed: false,
         }));
         ctx.out.console.progress.call(crate::progress::CallFigures {
             spent,
@@ -474,7 +497,8 @@ impl AgentState {
         Ok(())
     }
 
-    async fn provider_failed(&mut self, e: ProviderError, held: Held, plan: &Plan, call: &Prepared, attempts: u32, latency_ms: u64) -> types::LlmError {
+    #[allow(clippy::too_many_arguments)]
+    async fn provider_failed(&mut self, e: ProviderError, held: Held, plan: &Plan, call: &Prepared, attempts: u32, latency_ms: u64, seq: Option<u64>) -> types::LlmError {
         // Billed-or-not is unknowable after a timeout or a broken body: charge the
         // reservation (never more). A clean error status is not billed: release it.
         let charged = if e.maybe_billed() {
@@ -486,6 +510,7 @@ impl AgentState {
             }
             0
         };
+        let _ = self.journal_result(seq, charged, None, plan.max_tokens).await;
         // The request itself was wrong: the guest's mistake, not the provider's failure.
         if let ProviderError::InvalidRequest(m) = &e {
             self.refuse(&call.operation, "invalid_request", m);

@@ -31,6 +31,12 @@ impl Checkpointer {
         Checkpointer { spec, dir, key, snapshot: Vec::new(), last: None }
     }
 
+    /// Whether the run's policy writes any checkpoint at all.
+    pub fn writes_any(&self) -> bool {
+        let p = &self.spec.checkpoints;
+        p.every > 0 || p.on_interrupt
+    }
+
     /// Whether a snapshot was taken (there is something to save).
     pub fn ready(&self) -> bool {
         self.last.is_some()
@@ -81,7 +87,7 @@ impl Checkpointer {
                 interrupt,
                 host_version: env!("CARGO_PKG_VERSION").into(),
                 spec: self.spec.clone(),
-                journal: None,
+                journal: Some(crate::checkpoint::JournalPosition { next_seq: s.seq }),
             },
             budget: BudgetRecord { ledger: s.account.ledger().state(), fuel_used: fuel, fuel_limit: self.spec.limits.fuel },
             cycle,

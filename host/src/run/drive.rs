@@ -90,6 +90,15 @@ pub(super) async fn drive(pre: &AgentPre<AgentState>, store: &mut Store<AgentSta
         outcome.interrupt = stop_with(store, i);
         return outcome;
     }
+    // A fresh journaled run checkpoints its start: a crash before the first
+    // periodic checkpoint still resumes (from here, plus the journal). Not
+    // when the user turned checkpoints off altogether.
+    if resume.is_none() && store.data().journal.is_some() && ck.writes_any() {
+        match ck.save(store, "start", None, start).await {
+            Ok(p) => outcome.checkpoint = Some(p),
+            Err(e) => store.data_mut().raise(Interrupt::new(Source::Error, Mode::Graceful, format!("cannot write a checkpoint: {e:#}"))),
+        }
+    }
 
     // No cycle after u32::MAX (a forged checkpoint may claim it): that is the last.
     let mut next = start.checked_add(1);
@@ -121,6 +130,7 @@ pub(super) async fn drive(pre: &AgentPre<AgentState>, store: &mut Store<AgentSta
         match step {
             Ok(Ok(Ok(types::StepOutcome::Continue(progress)))) => {
                 console_cycle(&ctx, cycle, &progress);
+                crate::crash::point("after-step");
                 if let Err(i) = ck.take_snapshot(run, store, &format!("snapshot after step {cycle}")).await {
                     outcome.interrupt = stop_with(store, i);
                     return outcome;

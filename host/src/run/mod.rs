@@ -10,6 +10,7 @@ pub mod checkpointer;
 pub mod context;
 mod drive;
 pub mod guard;
+mod journaled;
 pub mod state;
 
 use crate::account::Account;
@@ -60,6 +61,8 @@ pub struct RunOptions {
     pub resume: Option<ResumePoint>,
     /// Key of the checkpoints' keyed seal.
     pub seal_key: Option<Vec<u8>>,
+    /// The write-ahead call journal (shared by the agents of a process).
+    pub journal: Option<crate::journal::Journal>,
 }
 
 impl RunOptions {
@@ -77,6 +80,7 @@ impl RunOptions {
             run_id: None,
             resume: None,
             seal_key: None,
+            journal: None,
         }
     }
 
@@ -109,6 +113,17 @@ impl RunOptions {
         self.shared = Some(shared);
         self
     }
+
+    /// Journal every call (write-ahead) to the file at `path`.
+    pub fn journal(mut self, path: &std::path::Path) -> Result<Self, crate::journal::JournalError> {
+        self.journal = Some(crate::journal::Journal::open(path)?);
+        Ok(self)
+    }
+
+    /// The checkpoint directory for `spec`: the one given, else `.host/checkpoints/<agent name>`.
+    pub fn checkpoint_dir_for(&self, spec: &RunSpec) -> PathBuf {
+        self.checkpoint_dir.clone().unwrap_or_else(|| PathBuf::from(".host/checkpoints").join(&spec.agent_name))
+    }
 }
 
 /// A checkpoint to continue from, and where it was read.
@@ -118,6 +133,16 @@ pub struct ResumePoint {
     pub path: PathBuf,
     /// What it holds, verified.
     pub checkpoint: Checkpoint,
+    /// What the call journal says happened after it (spent money, answers to replay).
+    pub journal: crate::journal::reconcile::Reconciled,
+}
+
+impl ResumePoint {
+    /// The number of the run's next call.
+    pub fn next_seq(&self) -> u64 {
+        let from = self.checkpoint.header.journal.as_ref().map_or(0, |j| j.next_seq);
+        self.journal.next_seq.max(from)
+    }
 }
 
 /// How a run ended.
@@ -194,6 +219,13 @@ fn ledger_for(spec: &RunSpec, opts: &RunOptions) -> Result<(Arc<Mutex<Ledger>>, 
     let (ledger, fuel) = match &opts.resume {
         Some(r) => {
             let mut l = Ledger::from_state(&r.checkpoint.budget.ledger).map_err(|e| BadInput(e.to_string()))?;
+            // Money the journal says was spent after the checkpoint (settled, or in flight at a crash).
+            for c in &r.journal.settled {
+                l.charge(c.cost, &c.operation);
+            }
+            for u in &r.journal.unknown {
+                l.charge(u.reserved, &u.operation);
+            }
             l.set_limit(spec.budget).map_err(|_| {
                 BadInput(format!("--budget {} is below the {} already spent by this run", fmt_usd(spec.budget), fmt_usd(r.checkpoint.budget.ledger.spent)))
             })?;
@@ -224,7 +256,7 @@ pub async fn run_agent(components: Components, spec: RunSpec, opts: RunOptions) 
         }
     }
     let run_id = opts.run_id.clone().or_else(|| opts.resume.as_ref().map(|r| r.checkpoint.header.run_id.clone())).unwrap_or_else(|| new_run_id(&spec.agent_name));
-    let checkpoint_dir = opts.checkpoint_dir.clone().unwrap_or_else(|| PathBuf::from(".host/checkpoints").join(&spec.agent_name));
+    let checkpoint_dir = opts.checkpoint_dir_for(&spec);
     let log = opts.log.clone().unwrap_or_else(|| checkpoint_dir.join("budget_monitoring.jsonl"));
     let out = Arc::new(Output::new(AuditLog::open(&log, &run_id, &spec.agent_name)?, opts.console.clone()));
     let ctx = Arc::new(RunCtx {
@@ -247,6 +279,17 @@ pub async fn run_agent(components: Components, spec: RunSpec, opts: RunOptions) 
     }
     let mut ck = checkpointer::Checkpointer::new(stored, checkpoint_dir, opts.seal_key.clone());
     let mut store = new_store(&components.engine, &ctx, Account::new(ledger, opts.shared.clone()), hooks, fuel_before)?;
+    {
+        let s = store.data_mut();
+        s.journal = opts.journal.clone();
+        if let Some(r) = &opts.resume {
+            s.seq = r.next_seq();
+            s.replay = r.journal.replay();
+        }
+    }
+    if let Some(r) = &opts.resume {
+        say_what_the_journal_restored(&ctx, r);
+    }
 
     let resume = opts.resume.as_ref();
     let start_cycle = resume.map(|r| r.checkpoint.cycle).unwrap_or(0);
@@ -336,6 +379,9 @@ fn new_store(engine: &wasmtime::Engine, ctx: &Arc<RunCtx>, account: Account, hoo
         stdout,
         bounds,
         crossed: Vec::new(),
+        journal: None,
+        seq: 0,
+        replay: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -376,4 +422,29 @@ pub fn standalone_store(engine: &wasmtime::Engine, spec: RunSpec, opts: &RunOpti
         retry: Default::default(),
     });
     new_store(engine, &ctx, Account::new(ledger, opts.shared.clone()), crate::hooks::Hooks::none(), fuel_before)
+}
+
+/// The calls a crash left after the checkpoint, as the journal tells them: in the log and on the console.
+fn say_what_the_journal_restored(ctx: &RunCtx, r: &ResumePoint) {
+    let j = &r.journal;
+    if j.settled.is_empty() && j.unknown.is_empty() {
+        return;
+    }
+    for u in &j.unknown {
+        ctx.out.event(&Event::LlmCallCancelled(events::Cancelled {
+            operation: Some(Cow::Borrowed(&u.operation)),
+            cycle: 0,
+            reason: Cow::Borrowed("in flight at a crash (journaled intent, no result): its outcome is unknown, so its whole reservation is charged"),
+            charged: nanos_to_usd(u.reserved),
+            charged_nanos: u.reserved,
+            cumulative_nanos: None,
+        }));
+    }
+    ctx.out.console.note(&format!(
+        "📒 The call journal after the checkpoint: {} call(s) settled ({} to replay at $0), {} in flight at the crash charged in full; {} counted in all",
+        j.settled.len(),
+        j.settled.iter().filter(|s| s.answer.is_some()).count(),
+        j.unknown.len(),
+        fmt_usd(j.spent())
+    ));
 }

@@ -44,6 +44,12 @@ pub struct AgentState {
     pub(crate) bounds: super::guard::Bounds,
     /// Warning thresholds the last settle crossed, for `record`.
     pub(crate) crossed: Vec<f64>,
+    /// The write-ahead call journal.
+    pub(crate) journal: Option<crate::journal::Journal>,
+    /// The number of the run's next call (across resumes).
+    pub(crate) seq: u64,
+    /// Answers journaled before a crash, replayed at $0 while the guest asks the same.
+    pub(crate) replay: std::collections::VecDeque<crate::journal::reconcile::Settled>,
 }
 
 impl WasiView for AgentState {

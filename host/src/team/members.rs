@@ -134,10 +134,23 @@ pub async fn resume_team(host: &Host, manifest_path: &Path, new_total: Option<Na
             }
         }
         let limit = a.limit_nanos + (extra as u128 * a.limit_nanos as u128 / weight) as Nanos;
-        let req = crate::resume::ResumeRequest { checkpoint: Some(ck), budget: Some(limit), force, seal_key: opts.base.seal_key.clone(), ..Default::default() };
+        let req = crate::resume::ResumeRequest {
+            checkpoint: Some(ck),
+            budget: Some(limit),
+            force,
+            seal_key: opts.base.seal_key.clone(),
+            journal: opts.base.journal.as_ref().map(|j| j.path().to_path_buf()),
+            ..Default::default()
+        };
         let (spec, point) = crate::resume::prepare(&req, &opts.base.console)?;
         host.components(&spec)?;
         let mut ledger = Ledger::from_state(&point.checkpoint.budget.ledger)?;
+        for c in &point.journal.settled {
+            ledger.charge(c.cost, &c.operation);
+        }
+        for u in &point.journal.unknown {
+            ledger.charge(u.reserved, &u.operation);
+        }
         ledger.set_limit(limit)?;
         let run_id = point.checkpoint.header.run_id.clone();
         members.push(Member { name: a.name.clone(), spec, ledger: Arc::new(Mutex::new(ledger)), resume: Some(point), run_id });
