@@ -38,9 +38,20 @@ rust-plugins: setup
 	  echo "built plugins/$$p/$$p.wasm"; \
 	done
 
-# The seed's essay agent on the embedded local model: free, offline, real text.
+# The seed's essay agent on the embedded local model: free, offline, real
+# text, and what the same calls would cost on gpt-4o. Then the same agent with
+# the local model priced as gpt-4o is ($2.50 / $10 per 1M tokens) under a
+# $0.005 budget: the host stops it before the call that could pass it (exit 3),
+# and `host resume` carries it on.
+DEMO_DIR := target/demo
 demo: setup model build rust-plugins
-	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 --max-tokens 96
+	@rm -rf $(DEMO_DIR)
+	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 --max-tokens 96 --compare gpt-4o --checkpoint-dir $(DEMO_DIR)/free
+	@printf '\n\n%s\n\n' "▶ The same agent, the local model priced as gpt-4o, a \$$0.005 budget:"
+	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 0.005 --max-tokens 96 --prices plugins/essay-agent/demo-prices.json --checkpoint-dir $(DEMO_DIR)/priced; \
+	  code=$$?; [ $$code -eq 3 ] || { echo "expected the budget to stop it (exit 3), got $$code"; exit 1; }
+	@printf '\n%s\n  %s\n' "Stopped by its budget (exit 3). Carry it on with more money:" \
+	  "$(HOST) resume --latest $(DEMO_DIR)/priced --budget 0.02"
 
 test: setup model plugins polyglot-test report-deps redis-deps
 	$(CARGO) test -p host -p llm-local

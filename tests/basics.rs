@@ -316,3 +316,27 @@ fn fuel_is_recorded_per_call_and_in_total() {
     assert!(fuel.windows(2).all(|w| w[0] < w[1]), "fuel grows call by call: {fuel:?}");
     assert!(s["fuel_used"].as_u64().unwrap() >= *fuel.last().unwrap());
 }
+
+/// `--compare MODEL` prices the run's own tokens at another model's rates.
+#[test]
+fn compare_says_what_the_same_calls_would_cost_on_another_model() {
+    let dir = tempdir();
+    let r = run(scripted(dir.path(), "essay-gpt4o.json", "1.0").args(["--compare", "gpt-4o", "--compare", "gpt-4o-mini", "--json"]));
+    r.assert_code(0);
+    let s = r.json();
+    let spent = s["spent_nanos"].as_u64().unwrap();
+    let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
+    let (input, output) = events(&log, "llm_call").iter().fold((0, 0), |(i, o), e| (i + e["input_tokens"].as_u64().unwrap(), o + e["output_tokens"].as_u64().unwrap()));
+    // Its own model: the run's spend (per-call rounding up at most a nano a call apart).
+    let same = s["compare"]["gpt-4o"]["cost_nanos"].as_u64().unwrap();
+    assert!(same <= spent && spent - same <= 10, "{same} vs {spent}");
+    // gpt-4o-mini at $0.15 / $0.60 per 1M, from the log's own token counts.
+    let mini = s["compare"]["gpt-4o-mini"]["cost_nanos"].as_u64().unwrap();
+    let want = input * 150 + output * 600;
+    assert!(mini.abs_diff(want) <= 10, "{mini} vs {want} ({input} in, {output} out)");
+    assert!(r.stderr.contains("on gpt-4o-mini would have cost"), "{}", r.stderr);
+
+    let r = run(scripted(dir.path(), "essay-gpt4o.json", "1.0").args(["--compare", "no-such-model"]));
+    r.assert_code(2);
+    assert!(r.stderr.contains("--compare no-such-model: no price"), "{}", r.stderr);
+}

@@ -440,8 +440,9 @@ impl AgentState {
         for a in &s.anomalies {
             ctx.out.console.note(&format!("⚠️  {}: {a}", call.operation));
         }
-        for t in std::mem::take(&mut self.crossed) {
-            ctx.warn_threshold(t, spent, limit, self.cycle);
+        let crossed = std::mem::take(&mut self.crossed);
+        for (i, &t) in crossed.iter().enumerate() {
+            ctx.warn_threshold(t, spent, limit, self.cycle, i + 1 < crossed.len());
             if !self.hooks.is_empty() {
                 let e = types::ThresholdEvent {
                     agent: ctx.spec.agent_name.clone(),

@@ -40,10 +40,13 @@ impl RunCtx {
         }
     }
 
-    /// A threshold crossed: a warning after the cycle's line, and an audit event.
-    pub fn warn_threshold(&self, t: f64, spent: Nanos, limit: Nanos, cycle: u32) {
+    /// A threshold crossed: an audit event, and a warning after the cycle's
+    /// line unless `quiet` (several crossed by one call say it once).
+    pub fn warn_threshold(&self, t: f64, spent: Nanos, limit: Nanos, cycle: u32, quiet: bool) {
         let pct = crate::report::percent(spent, limit);
-        self.out.defer_warning(format!("⚠️  Budget warning: {pct:.1}% used ({} / {})", fmt_usd(spent), fmt_usd(limit)));
+        if !quiet {
+            self.out.defer_warning(format!("⚠️  Budget warning: {pct:.1}% used ({} / {})", fmt_usd(spent), fmt_usd(limit)));
+        }
         self.out.event(&crate::audit::Event::BudgetWarning(crate::audit::events::Warning {
             threshold: t,
             percentage: pct,
