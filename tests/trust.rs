@@ -281,3 +281,18 @@ fn one_long_word_does_not_freeze_the_host() {
     let result = r.json()["result"].as_str().unwrap().to_string();
     assert!(result.starts_with("refused: ") && result.contains("context"), "{result}");
 }
+
+/// A guest's wasi:random is seeded from the run id (and the cycle): a run, a
+/// resume or a replay of it draws the same bytes; another run draws others.
+#[test]
+fn guest_random_is_seeded_by_the_run_id() {
+    let draw = |id: &str| {
+        let dir = tempdir();
+        let r = run(chaos(dir.path(), "random:2").args(["--run-id", id]));
+        r.assert_code(0);
+        r.json()["result"].as_str().unwrap().to_string()
+    };
+    let a = draw("run-a");
+    assert_eq!(a, draw("run-a"));
+    assert_ne!(a, draw("run-b"));
+}

@@ -161,18 +161,79 @@ impl tokio::io::AsyncWrite for GuestOutput {
     }
 }
 
+/// A guest's `wasi:random`: deterministic, from a seed the host sets, so a
+/// step re-run after a crash or replayed from a journal draws the same bytes
+/// and asks the same questions. Guests get no secret from it: the host's
+/// keys never enter a guest.
+#[derive(Clone)]
+pub struct GuestRandom(Arc<Mutex<rand::rngs::StdRng>>);
+
+impl GuestRandom {
+    /// A generator seeded from `parts` (say, the run id and the cycle).
+    pub fn new(parts: &[&[u8]]) -> GuestRandom {
+        let g = GuestRandom(Arc::new(Mutex::new(<rand::rngs::StdRng as rand::SeedableRng>::from_seed([0; 32]))));
+        g.reseed(parts);
+        g
+    }
+
+    /// Start over from the seed of `parts`.
+    pub fn reseed(&self, parts: &[&[u8]]) {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        let seed: [u8; 32] = h.finalize().into();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = <rand::rngs::StdRng as rand::SeedableRng>::from_seed(seed);
+    }
+}
+
+impl rand::TryRng for GuestRandom {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(rand::Rng::next_u32(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(rand::Rng::next_u64(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::Rng::fill_bytes(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), dst);
+        Ok(())
+    }
+}
+
 /// A WASI context that grants a guest nothing but its capped output, clocks
-/// (read) and random: no files, network, environment or arguments.
-pub fn wasi_for(name: &str, console: &Console, cap: u64) -> (wasmtime_wasi::WasiCtx, GuestOutput) {
+/// (read) and `random` (both the secure and insecure interfaces draw from it):
+/// no files, network, environment or arguments.
+pub fn wasi_for(name: &str, console: &Console, cap: u64, random: &GuestRandom) -> (wasmtime_wasi::WasiCtx, GuestOutput) {
     let (out, err) = GuestOutput::pair(name, console, cap);
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.stdout(out.clone()).stderr(err).allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false);
+    b.secure_random(random.clone()).insecure_random(random.clone());
+    // The insecure seed (hash-map keys in Rust's std and other guest
+    // runtimes) comes from the same seed, fixed for the store's life.
+    let mut seed = [0u8; 16];
+    rand::Rng::fill_bytes(&mut random.clone(), &mut seed);
+    b.insecure_random_seed(u128::from_le_bytes(seed));
     (b.build(), out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_random_is_the_same_for_the_same_seed() {
+        let draw = |g: &GuestRandom| rand::Rng::next_u64(&mut g.clone());
+        let a = GuestRandom::new(&[b"run", b"3"]);
+        let b = GuestRandom::new(&[b"run", b"3"]);
+        assert_eq!(draw(&a), draw(&b));
+        let c = GuestRandom::new(&[b"run3", b""]);
+        assert_ne!(draw(&GuestRandom::new(&[b"run", b"3"])), draw(&c), "parts are length-prefixed");
+        a.reseed(&[b"run", b"3"]);
+        assert_eq!(draw(&a), draw(&GuestRandom::new(&[b"run", b"3"])));
+    }
 
     #[test]
     fn the_cap_holds_across_both_streams() {

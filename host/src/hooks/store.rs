@@ -90,7 +90,9 @@ pub type Failure = String;
 impl HookStore {
     /// Instantiate `pre` in a fresh store under `limits`.
     pub async fn start(engine: &wasmtime::Engine, pre: &HookPre<HookState>, name: &str, limits: HookLimits, out: &Arc<Output>) -> anyhow::Result<HookStore> {
-        let (wasi, stdout) = crate::guest_io::wasi_for(name, &out.console, crate::guest_io::DEFAULT_OUTPUT_CAP);
+        // Seeded by the hook's name: a hook's draws are the same run after run.
+        let random = crate::guest_io::GuestRandom::new(&[b"hook", name.as_bytes()]);
+        let (wasi, stdout) = crate::guest_io::wasi_for(name, &out.console, crate::guest_io::DEFAULT_OUTPUT_CAP, &random);
         let state = HookState { wasi, table: ResourceTable::new(), limits: store_limits(limits.memory_bytes), name: name.into(), out: out.clone(), stdout };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);

@@ -122,6 +122,8 @@ pub(super) async fn drive(pre: &AgentPre<AgentState>, store: &mut Store<AgentSta
             s.cycle = cycle;
             s.call_in_step = 0;
             s.denied = None;
+            // A step re-run on resume draws the same random bytes as the first time.
+            s.random.reseed(&[ctx.run_id.as_bytes(), &cycle.to_le_bytes()]);
         }
         ctx.out.console.progress.cycle(cycle, guard::fuel_used(store));
         let what = format!("step {cycle}");

@@ -352,7 +352,8 @@ fn announce(ctx: &RunCtx, c: &Components, checkpoint_dir: &std::path::Path, opts
 fn new_store(engine: &wasmtime::Engine, ctx: &Arc<RunCtx>, account: Account, hooks: crate::hooks::Hooks, fuel_before: u64) -> Result<Store<AgentState>> {
     let spec = &ctx.spec;
     let fuel_budget = spec.limits.fuel.map(|f| f - fuel_before).unwrap_or(u64::MAX);
-    let (wasi, stdout) = crate::guest_io::wasi_for(&spec.agent_name, &ctx.out.console, crate::guest_io::DEFAULT_OUTPUT_CAP);
+    let random = crate::guest_io::GuestRandom::new(&[ctx.run_id.as_bytes(), b"init"]);
+    let (wasi, stdout) = crate::guest_io::wasi_for(&spec.agent_name, &ctx.out.console, crate::guest_io::DEFAULT_OUTPUT_CAP, &random);
     let bounds = guard::Bounds {
         stop: ctx.stop.clone(),
         run_deadline: ctx.deadline,
@@ -377,6 +378,7 @@ fn new_store(engine: &wasmtime::Engine, ctx: &Arc<RunCtx>, account: Account, hoo
         hooks,
         operations: Default::default(),
         stdout,
+        random,
         bounds,
         crossed: Vec::new(),
         journal: None,

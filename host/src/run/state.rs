@@ -40,6 +40,8 @@ pub struct AgentState {
     /// Distinct operation labels seen; past the cap, labels fold into one bucket.
     pub(crate) operations: std::collections::HashSet<String>,
     pub(crate) stdout: GuestOutput,
+    /// The guest's `wasi:random`, reseeded from the run id and the cycle at each step.
+    pub(crate) random: crate::guest_io::GuestRandom,
     /// What cuts an entry off from outside (stop signal, deadlines).
     pub(crate) bounds: super::guard::Bounds,
     /// Warning thresholds the last settle crossed, for `record`.

@@ -174,6 +174,14 @@ impl Agent for Chaos {
                     Err(e) => format!("refused: {}", e.message()),
                 }))
             }
+            // What wasi:random gives: the keys of a std hasher (its insecure
+            // seed) and this step's draws (secure random, via a fresh RandomState).
+            "random" => {
+                use std::hash::BuildHasher;
+                let a = std::collections::hash_map::RandomState::new().hash_one(cycle);
+                let b = std::collections::hash_map::RandomState::new().hash_one(cycle);
+                Ok(Step::Done(format!("{a:016x} {b:016x}")))
+            }
             "slow" => {
                 let mut x: u64 = 0;
                 for i in 0..50_000_000u64 {
