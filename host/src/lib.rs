@@ -26,7 +26,7 @@
 //! self-contained floors: `account`, [`budget`], [`shared_ledger`],
 //! [`checkpoint`], [`audit`], [`llm`], [`spec`], `output`, [`console`].
 
-#![allow(missing_docs)] // TODO(lead): deny once the helpers' branches are merged
+#![warn(missing_docs)]
 
 // The embedding surface and the verbs the `host` binary calls: documented.
 pub mod budget;

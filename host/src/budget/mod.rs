@@ -14,26 +14,44 @@ pub use pricing::{Price, PriceTable};
 /// Integer nano-USD: 1 USD = 1_000_000_000.
 pub type Nanos = u64;
 
+/// Nano-USD in one USD.
 pub const NANOS_PER_USD: u64 = 1_000_000_000;
 
 /// The largest budget or price we accept: a million dollars is already absurd
 /// for one run, and it keeps every product of tokens x price inside u128 math.
 pub const MAX_USD: f64 = 1_000_000.0;
 
+/// Why an amount or a ledger operation is refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BudgetError {
+    /// Zero, negative, or so small it rounds to zero nano-USD.
     #[error("budget must be a positive number of USD, got {0}")]
     NotPositive(String),
+    /// NaN, an infinity, or not a number.
     #[error("budget {0} is not a finite number")]
     NotFinite(String),
+    /// Over [`MAX_USD`].
     #[error("budget {0} USD is larger than the maximum of 1000000 USD")]
     TooLarge(String),
+    /// A reservation that does not fit.
     #[error("not enough budget: the call needs {needed} nano-USD, {available} available")]
-    Exhausted { needed: Nanos, available: Nanos },
+    Exhausted {
+        /// What the call needs.
+        needed: Nanos,
+        /// What is left.
+        available: Nanos,
+    },
+    /// A stored ledger whose figures do not add up.
     #[error("ledger state is inconsistent: {0}")]
     Inconsistent(String),
+    /// A new limit below the money already spent.
     #[error("new limit {limit} nano-USD is below what was already spent ({spent})")]
-    BelowSpent { limit: Nanos, spent: Nanos },
+    BelowSpent {
+        /// The limit asked for.
+        limit: Nanos,
+        /// What was already spent.
+        spent: Nanos,
+    },
 }
 
 /// Parse a USD amount given by a user (flag, file) into nano-USD, refusing
@@ -65,6 +83,7 @@ pub fn parse_usd(text: &str) -> Result<Nanos, BudgetError> {
     usd_to_nanos(usd)
 }
 
+/// Nano-USD as USD, for display and the WIT boundary only.
 pub fn nanos_to_usd(n: Nanos) -> f64 {
     n as f64 / NANOS_PER_USD as f64
 }

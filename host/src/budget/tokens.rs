@@ -10,6 +10,8 @@ pub const PER_MESSAGE: u64 = 8;
 /// Allowance per request for a template's default system prompt and generation prompt.
 pub const PER_REQUEST: u64 = 64;
 
+/// An upper bound on the tokens any byte-level BPE makes of these message
+/// contents: their bytes, plus the per-message and per-request allowances.
 pub fn input_token_bound<'a>(contents: impl IntoIterator<Item = &'a str>) -> u64 {
     let mut total = PER_REQUEST;
     for c in contents {

@@ -6,6 +6,7 @@ use std::time::Duration;
 /// Responses larger than this are refused (a chat completion is kilobytes).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// An HTTP client with the call's timeout (and a connect timeout within it).
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)

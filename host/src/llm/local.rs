@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The model name used for pricing (the built-in table prices it at $0).
 pub const MODEL_NAME: &str = "smollm2-135m-instruct";
 
+/// The embedded model as a provider: in process, free unless priced.
 pub struct Local {
     model: Arc<LocalModel>,
     path: PathBuf,
@@ -38,6 +39,7 @@ fn loaded() -> &'static Mutex<HashMap<PathBuf, Arc<LocalModel>>> {
 }
 
 impl Local {
+    /// Load (or share, if this process already has it) the GGUF model at `path`.
     pub fn load(path: &Path) -> Result<Local, LocalError> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let mut map = loaded().lock().unwrap_or_else(|p| p.into_inner());

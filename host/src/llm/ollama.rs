@@ -5,8 +5,10 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 
+/// Where Ollama listens unless told otherwise.
 pub const DEFAULT_HOST: &str = "http://127.0.0.1:11434";
 
+/// An Ollama server's `/api/chat`.
 pub struct Ollama {
     url: String,
     client: reqwest::Client,
@@ -14,6 +16,7 @@ pub struct Ollama {
 }
 
 impl Ollama {
+    /// A client of the server at `host` (`http://` assumed without a scheme).
     pub fn new(host: &str, timeout: Duration) -> Self {
         let host = host.trim_end_matches('/');
         let host = if host.contains("://") { host.to_string() } else { format!("http://{host}") };

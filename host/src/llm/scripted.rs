@@ -7,22 +7,28 @@
 use super::{ChatRequest, ChatResponse, Provider, ProviderError, Usage};
 use serde::Deserialize;
 
+/// A script file: the model it is priced as and its responses, in order.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
     /// The model the responses are priced as (e.g. "gpt-4o").
     pub model: String,
+    /// Answers, one per call, in order.
     pub responses: Vec<ScriptedResponse>,
 }
 
+/// One scripted answer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptedResponse {
+    /// The completion's text.
     pub text: String,
     /// Absent: input tokens are the request's byte-level bound's real part
     /// (content bytes / 4, at least 1); output tokens are required.
     pub prompt_tokens: Option<u64>,
+    /// Output tokens reported.
     pub completion_tokens: u64,
+    /// Cached input tokens reported.
     #[serde(default)]
     pub cached_tokens: u64,
     /// Replays a provider that reports no usage.
@@ -30,6 +36,7 @@ pub struct ScriptedResponse {
     pub omit_usage: bool,
 }
 
+/// A provider that replays a script: offline, for demos and tests.
 pub struct Scripted {
     path: String,
     script: Script,
@@ -53,6 +60,7 @@ impl Scripted {
         Ok((Scripted { path: path.into(), script }, sha))
     }
 
+    /// The model the script is priced as.
     pub fn model(&self) -> &str {
         &self.script.model
     }

@@ -20,14 +20,28 @@ pub use super::totals::Totals;
 /// (a call cancelled by an immediate stop is settled at its reservation).
 pub const UNLOGGED: &str = "(charged without a call line)";
 
+/// Why a file cannot be read as an audit log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The file cannot be read.
     #[error("cannot read audit log {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The log file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The file holds no line.
     #[error("audit log {0} is empty")]
     Empty(PathBuf),
+    /// The first line is not an audit event.
     #[error("{path} is not an audit log (JSON lines with \"event\" and \"run_id\"): {first}")]
-    NotAuditLog { path: PathBuf, first: String },
+    NotAuditLog {
+        /// The file.
+        path: PathBuf,
+        /// Its first line, cut short.
+        first: String,
+    },
 }
 
 /// A line the reader could not use.
@@ -35,10 +49,13 @@ pub enum LogError {
 pub struct Skipped {
     /// 1-based line number.
     pub line: usize,
+    /// Its length in bytes.
     pub bytes: usize,
+    /// Why it was skipped.
     pub reason: String,
 }
 
+/// How a charged call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallKind {
@@ -55,41 +72,64 @@ pub struct Call {
     pub seq: usize,
     /// Index into `Run::segments`.
     pub segment: usize,
+    /// Answered or failed.
     pub kind: CallKind,
+    /// When it was logged.
     pub timestamp: String,
     /// Seconds since the run's first line.
     pub t: Option<f64>,
+    /// The agent's cycle.
     pub cycle: u32,
+    /// The guest's operation label.
     pub operation: String,
+    /// The model that answered (or was asked).
     pub model: String,
+    /// Input tokens billed.
     pub input_tokens: u64,
+    /// Output tokens billed.
     pub output_tokens: u64,
+    /// Input tokens read from the provider's cache.
     pub cached_tokens: u64,
+    /// The output limit the call ran with.
     pub max_tokens: Option<u64>,
+    /// What was reserved before the call.
     pub reserved_nanos: Option<Nanos>,
+    /// What it was charged.
     pub cost_nanos: Nanos,
     /// The run's ledger after the call, as logged.
     pub cumulative_nanos: Option<Nanos>,
     /// Money spent by the run up to and including this call, every segment counted.
     pub spent_nanos: Nanos,
+    /// The run's limit at the time.
     pub limit_nanos: Option<Nanos>,
+    /// The provider's time to answer.
     pub latency_ms: Option<u64>,
+    /// Guest fuel used by the run so far.
     pub fuel: Option<u64>,
+    /// Why the answer stopped.
     pub finish_reason: Option<String>,
+    /// How many anomalies the host logged for it.
     pub anomalies: usize,
+    /// The failure, for a failed call.
     pub error: Option<String>,
 }
 
+/// What a marker marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MarkerKind {
+    /// A budget threshold crossed.
     Warning,
+    /// A stop.
     Interrupt,
+    /// A checkpoint written.
     Checkpoint,
+    /// A resume started.
     Resume,
 }
 
 impl MarkerKind {
+    /// Its name in JSON and on the page.
     pub fn as_str(self) -> &'static str {
         match self {
             MarkerKind::Warning => "warning",
@@ -103,61 +143,92 @@ impl MarkerKind {
 /// Something that happened during the run, placed on the charts.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Marker {
+    /// What happened.
     pub kind: MarkerKind,
+    /// When.
     pub timestamp: String,
+    /// Seconds since the run's first line.
     pub t: Option<f64>,
+    /// The agent's cycle, when known.
     pub cycle: Option<u32>,
     /// Money spent by the run at that moment (every segment counted).
     pub spent_nanos: Nanos,
     /// Short text: `50%`, `periodic`, `budget graceful`, `from cycle 7`.
     pub label: String,
+    /// The event's own words.
     pub detail: String,
 }
 
 /// The `budget_monitoring_end` line of a segment.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct End {
+    /// When the segment ended.
     pub timestamp: String,
+    /// `completed`, `interrupted`, `max_cycles`, ...
     pub status: Option<String>,
+    /// What stopped it, if something did.
     pub stop_source: Option<String>,
+    /// The ledger's spend at the end.
     pub total_cost_nanos: Nanos,
+    /// The limit at the end.
     pub budget_limit_nanos: Option<Nanos>,
+    /// Calls the ledger counted.
     pub operations: Option<u32>,
+    /// Cycles completed.
     pub cycles_completed: Option<u32>,
+    /// Guest fuel used.
     pub fuel_used: Option<u64>,
+    /// The ledger's cost per operation.
     pub cost_by_operation_nanos: IndexMap<String, Nanos>,
 }
 
 /// One process's part of a run: from a `budget_monitoring_start` to its end line.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Segment {
+    /// When it started.
     pub timestamp: String,
+    /// Seconds since the run's first line.
     pub t: Option<f64>,
     /// The log does not hold this segment's start line (cut off or skipped).
     pub implicit_start: bool,
+    /// The limit it ran under.
     pub limit_nanos: Nanos,
     /// What the ledger held when the segment started (a resume's checkpoint).
     pub spent_before_nanos: Nanos,
+    /// The checkpoint a resume started from.
     pub resumed_from: Option<String>,
+    /// The cycle that checkpoint held.
     pub resumed_cycle: Option<u32>,
+    /// Warning thresholds (fractions of the limit).
     pub thresholds: Vec<f64>,
     /// Money charged by this segment's call lines.
     pub logged_nanos: Nanos,
+    /// Charged calls in it.
     pub calls: u32,
+    /// Its end line, unless it was cut off.
     pub end: Option<End>,
 }
 
 /// One `(run_id, agent_id)` of the log.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Run {
+    /// The run's id.
     pub run_id: String,
+    /// The agent's name (a team member's name).
     pub agent_id: String,
+    /// The agent's file, as logged.
     pub agent: Option<String>,
+    /// The provider, as logged.
     pub provider: Option<String>,
+    /// The model, as logged.
     pub model: Option<String>,
+    /// Its first line's time.
     pub first_timestamp: String,
+    /// The run and each resume of it.
     pub segments: Vec<Segment>,
+    /// Every charged call, in order.
     pub calls: Vec<Call>,
+    /// Warnings, stops, checkpoints and resumes.
     pub markers: Vec<Marker>,
     /// `llm_call_refused` lines (never charged).
     pub refused: u32,
@@ -170,10 +241,13 @@ pub struct Run {
 /// A whole log file.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Log {
+    /// The file read.
     pub path: PathBuf,
     /// Lines read, including skipped ones (blank lines not counted).
     pub lines: usize,
+    /// Lines that could not be used, and why.
     pub skipped: Vec<Skipped>,
+    /// Each run and agent in it, in order of first appearance.
     pub runs: Vec<Run>,
 }
 
@@ -202,6 +276,7 @@ impl Log {
         Log::parse(&bytes, path)
     }
 
+    /// Parse a log's bytes (`path` names it in messages).
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Log, LogError> {
         let mut log = Log { path: path.to_path_buf(), lines: 0, skipped: Vec::new(), runs: Vec::new() };
         let mut index: IndexMap<(String, String), usize> = IndexMap::new();

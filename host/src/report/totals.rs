@@ -14,16 +14,27 @@ pub struct Totals {
     pub spent_nanos: Nanos,
     /// What the run's own ledger holds at the end.
     pub ledger_spent_nanos: Nanos,
+    /// Charged calls.
     pub calls: u32,
+    /// Input tokens billed.
     pub input_tokens: u64,
+    /// Output tokens billed.
     pub output_tokens: u64,
+    /// Input tokens read from a cache.
     pub cached_tokens: u64,
+    /// Money the ledger charged without a call line (a call cut off by an immediate stop).
     pub unlogged_nanos: Nanos,
+    /// Cost and tokens per operation label.
     pub by_operation: IndexMap<String, OpStat>,
+    /// Warning thresholds (fractions of the limit).
     pub thresholds: Vec<f64>,
+    /// The last segment's status.
     pub status: Option<String>,
+    /// What stopped it, if something did.
     pub stop_source: Option<String>,
+    /// Cycles completed.
     pub cycles_completed: Option<u32>,
+    /// Guest fuel used.
     pub fuel_used: Option<u64>,
     /// Disagreements and gaps, one sentence each.
     pub notes: Vec<String>,
