@@ -42,6 +42,7 @@ fn completes_within_budget_with_breakdown() {
     assert_eq!(end["operations"], 10);
     assert_eq!(end["total_cost_nanos"].as_u64().unwrap(), sum_nanos(&log, "llm_call", "cost_nanos"));
     assert_eq!(end["cost_by_operation"].as_object().unwrap().len(), 10);
+    assert_no_anomalies(&log);
 }
 
 /// The seed's exhaustion case: about $0.0169 a call against $0.10. The seed
@@ -61,6 +62,7 @@ fn budget_exhaustion_never_overspends() {
     assert_eq!(s["stop_reason"]["mode"], "graceful");
     let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
     let calls = events(&log, "llm_call");
+    assert_no_anomalies(&log);
     assert_eq!(sum_nanos(&log, "llm_call", "cost_nanos"), spent);
     assert_eq!(calls.last().unwrap()["cumulative_nanos"].as_u64().unwrap(), spent);
     let end = events(&log, "budget_monitoring_end")[0];
@@ -147,6 +149,7 @@ fn openai_provider_against_recorded_server() {
     let log = std::fs::read_to_string(dir.path().join("budget_monitoring.jsonl")).unwrap();
     assert!(!log.contains("sk-test-secret-key") && !r.stdout.contains("sk-test") && !r.stderr.contains("sk-test"));
     assert!(log.contains("\"finish_reason\":\"length\""));
+    assert_no_anomalies(&read_log(&dir.path().join("budget_monitoring.jsonl")));
 }
 
 #[test]
@@ -170,6 +173,7 @@ fn openai_length_fixture_and_server_error() {
     let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
     assert_eq!(events(&log, "llm_call").len(), 1);
     assert_eq!(events(&log, "llm_call")[0]["output_tokens"], 5);
+    assert_no_anomalies(&log);
     let failed = events(&log, "llm_call_failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["charged_nanos"], 0, "an HTTP error is not charged");

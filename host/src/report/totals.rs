@@ -44,6 +44,7 @@ impl Totals {
             by_operation: self.by_operation.clone(),
             thresholds: self.thresholds.clone(),
             fired,
+            overrun: self.spent_nanos.saturating_sub(self.limit_nanos),
         }
     }
 }
