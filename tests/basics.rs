@@ -222,6 +222,28 @@ fn refused_connection_is_a_clear_error() {
     assert_eq!(events(&log, "llm_call_failed").len(), 1);
 }
 
+/// OpenAI's own API refuses every call without a key: refused before the run,
+/// nothing written, no request sent. A name that does not resolve will not
+/// heal either: one attempt, a clear error.
+#[test]
+fn openai_without_a_key_is_refused_before_the_run_and_dns_failures_are_not_retried() {
+    let dir = tempdir();
+    let r = run(essay(dir.path()).args(["--provider", "openai", "--model", "gpt-4o-mini", "--budget", "1"]));
+    r.assert_code(USAGE);
+    assert!(r.stderr.contains("needs an API key: set OPENAI_API_KEY"), "{}", r.stderr);
+    assert!(!dir.path().join("budget_monitoring.jsonl").exists(), "the run never started");
+
+    let dir = tempdir();
+    let r = run(essay(dir.path()).args(["--provider", "openai", "--base-url", "http://budget-host-test.invalid/v1", "--budget", "1", "--json"]));
+    r.assert_code(FAILURE);
+    let s = r.json();
+    let msg = s["stop_reason"]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot resolve the host") && msg.contains("after 1 attempt"), "{msg}");
+    let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
+    let f = events(&log, "llm_call_failed")[0];
+    assert_eq!((f["attempts"].as_u64(), f["charged_nanos"].as_u64()), (Some(1), Some(0)));
+}
+
 #[test]
 fn malformed_json_from_provider() {
     let server = Server::start(vec![Canned::json(200, "{\"choices\": [")]);

@@ -10,6 +10,12 @@ use std::time::Duration;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
+/// Whether an endpoint refuses every request without a key. Only OpenAI's own
+/// API is known to; a local server (llama.cpp, vLLM, LM Studio) may need none.
+pub fn needs_key(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url).ok().and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case("api.openai.com"))).unwrap_or(false)
+}
+
 pub struct OpenAi {
     url: String,
     key: Option<String>,
@@ -141,6 +147,16 @@ mod tests {
         assert_eq!(parse_response("u", "m", neg).unwrap().usage, None);
         for bad in [&b""[..], b"{", b"{}", br#"{"choices":[]}"#, b"null"] {
             assert!(matches!(parse_response("u", "m", bad), Err(ProviderError::Malformed { .. })));
+        }
+    }
+
+    #[test]
+    fn only_openai_itself_needs_a_key() {
+        for url in [DEFAULT_BASE_URL, "https://API.openai.com/v1", "https://api.openai.com:443/v1/"] {
+            assert!(needs_key(url), "{url}");
+        }
+        for url in ["http://127.0.0.1:8080/v1", "https://api.openai.com.example.net/v1", "http://localhost/v1", "not a url"] {
+            assert!(!needs_key(url), "{url}");
         }
     }
 
