@@ -152,6 +152,24 @@ fn openai_provider_against_recorded_server() {
     assert_no_anomalies(&read_log(&dir.path().join("budget_monitoring.jsonl")));
 }
 
+/// OpenAI's reasoning models reject `max_tokens`: they get `max_completion_tokens`.
+#[test]
+fn reasoning_models_are_sent_max_completion_tokens() {
+    let server = Server::start(vec![Canned::from_fixture(&shared_fixture("response-basic.http"))]);
+    let dir = tempdir();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"o4-mini": {"input": 1.1, "output": 4.4}}"#).unwrap();
+    let r = run(essay(dir.path())
+        .args(["--provider", "openai", "--base-url"])
+        .arg(format!("{}/v1", server.url))
+        .args(["--model", "o4-mini", "--budget", "0.10", "--max-cycles", "1", "--max-tokens", "300", "--json", "--prices"])
+        .arg(&prices));
+    r.assert_code(0);
+    let req = &server.requests()[0];
+    assert_eq!(req["max_completion_tokens"], 300, "{req}");
+    assert!(req.get("max_tokens").is_none(), "{req}");
+}
+
 #[test]
 fn openai_length_fixture_and_server_error() {
     // finish_reason length with 5 tokens, then a 500 every time: the run stops with a clear error.
