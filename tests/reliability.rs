@@ -358,6 +358,26 @@ fn huge_token_counts_are_charged_as_billed_and_stop_the_run() {
     checkpoint_agrees(&s);
 }
 
+/// A prompt reported over the host's bound is an anomaly in the log, not a
+/// stop: the bill decides, and here it stays inside the reservation.
+#[test]
+fn a_prompt_over_its_bound_is_an_anomaly_not_a_stop() {
+    let server = Server::start(vec![Canned::json(200, &completion(r#"{"prompt_tokens":2000,"completion_tokens":1}"#))]);
+    let dir = tempdir();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "2"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    let calls = events(&log, "llm_call");
+    assert_eq!(calls.len(), 2);
+    for c in calls {
+        assert!(n(&c["input_tokens_bound"]) < 2000, "{c}");
+        assert!(c["anomalies"].to_string().contains("2000 input tokens, above the bound"), "{c}");
+        assert!(c.get("over_reservation_nanos").is_none(), "{c}");
+    }
+    assert_eq!(n(&s["spent_nanos"]), server.bill(150_000_000, 600_000_000).iter().sum::<u64>());
+}
+
 #[test]
 fn huge_token_counts_on_one_operation_do_not_overflow_its_totals() {
     // Two calls per cycle under one operation label: per-operation token totals
