@@ -433,6 +433,11 @@ fn a_provider_billing_past_max_tokens_stops_the_run_with_the_books_equal_to_the_
     assert!(spent - limit <= excess, "over the limit by more than one call's excess: {s}");
     assert!(calls[0].get("over_reservation_nanos").is_none());
     checkpoint_agrees(&s);
+    // `host report` reads the overrun back from the log and says so.
+    let r = run(host().arg("report").arg(dir.path().join("budget_monitoring.jsonl")).arg("--json"));
+    r.assert_code(0);
+    let notes = r.json()["runs"][0]["notes"].to_string();
+    assert!(notes.contains("llm_call_cycle_2 (cycle 2) was billed") && notes.contains("past its reservation"), "{notes}");
 
     // The stop block says it too.
     let server = Server::start(vec![good(), Canned::over_bill(35, 2000)]);

@@ -77,6 +77,8 @@ pub struct Call {
     pub fuel: Option<u64>,
     pub finish_reason: Option<String>,
     pub anomalies: usize,
+    /// Billed past its reservation by this much (the run stopped there, exit 8).
+    pub over_reservation_nanos: Nanos,
     pub error: Option<String>,
 }
 
@@ -312,6 +314,7 @@ struct CallLine {
     fuel: Option<u64>,
     finish_reason: Option<String>,
     anomalies: usize,
+    over_reservation_nanos: Nanos,
     error: Option<String>,
 }
 
@@ -415,6 +418,7 @@ impl Run {
                     fuel: c.fuel,
                     finish_reason: opt(&c.finish_reason),
                     anomalies: c.anomalies.len(),
+                    over_reservation_nanos: c.over_reservation_nanos,
                     error: None,
                 });
             }
@@ -440,6 +444,7 @@ impl Run {
                     fuel: None,
                     finish_reason: None,
                     anomalies: 0,
+                    over_reservation_nanos: 0,
                     error: Some(f.error.into_owned()),
                 });
             }
@@ -522,6 +527,7 @@ impl Run {
             fuel: c.fuel,
             finish_reason: c.finish_reason,
             anomalies: c.anomalies,
+            over_reservation_nanos: c.over_reservation_nanos,
             error: c.error,
         });
     }
