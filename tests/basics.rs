@@ -42,6 +42,7 @@ fn completes_within_budget_with_breakdown() {
     assert_eq!(end["operations"], 10);
     assert_eq!(end["total_cost_nanos"].as_u64().unwrap(), sum_nanos(&log, "llm_call", "cost_nanos"));
     assert_eq!(end["cost_by_operation"].as_object().unwrap().len(), 10);
+    assert_no_anomalies(&log);
 }
 
 /// The seed's exhaustion case: about $0.0169 a call against $0.10. The seed
@@ -61,6 +62,7 @@ fn budget_exhaustion_never_overspends() {
     assert_eq!(s["stop_reason"]["mode"], "graceful");
     let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
     let calls = events(&log, "llm_call");
+    assert_no_anomalies(&log);
     assert_eq!(sum_nanos(&log, "llm_call", "cost_nanos"), spent);
     assert_eq!(calls.last().unwrap()["cumulative_nanos"].as_u64().unwrap(), spent);
     let end = events(&log, "budget_monitoring_end")[0];
@@ -147,6 +149,25 @@ fn openai_provider_against_recorded_server() {
     let log = std::fs::read_to_string(dir.path().join("budget_monitoring.jsonl")).unwrap();
     assert!(!log.contains("sk-test-secret-key") && !r.stdout.contains("sk-test") && !r.stderr.contains("sk-test"));
     assert!(log.contains("\"finish_reason\":\"length\""));
+    assert_no_anomalies(&read_log(&dir.path().join("budget_monitoring.jsonl")));
+}
+
+/// OpenAI's reasoning models reject `max_tokens`: they get `max_completion_tokens`.
+#[test]
+fn reasoning_models_are_sent_max_completion_tokens() {
+    let server = Server::start(vec![Canned::from_fixture(&shared_fixture("response-basic.http"))]);
+    let dir = tempdir();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"o4-mini": {"input": 1.1, "output": 4.4}}"#).unwrap();
+    let r = run(essay(dir.path())
+        .args(["--provider", "openai", "--base-url"])
+        .arg(format!("{}/v1", server.url))
+        .args(["--model", "o4-mini", "--budget", "0.10", "--max-cycles", "1", "--max-tokens", "300", "--json", "--prices"])
+        .arg(&prices));
+    r.assert_code(0);
+    let req = &server.requests()[0];
+    assert_eq!(req["max_completion_tokens"], 300, "{req}");
+    assert!(req.get("max_tokens").is_none(), "{req}");
 }
 
 #[test]
@@ -170,6 +191,7 @@ fn openai_length_fixture_and_server_error() {
     let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
     assert_eq!(events(&log, "llm_call").len(), 1);
     assert_eq!(events(&log, "llm_call")[0]["output_tokens"], 5);
+    assert_no_anomalies(&log);
     let failed = events(&log, "llm_call_failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["charged_nanos"], 0, "an HTTP error is not charged");
@@ -216,6 +238,28 @@ fn refused_connection_is_a_clear_error() {
     assert!(r.stdout.contains("cannot connect to"), "{}", r.stdout);
     let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
     assert_eq!(events(&log, "llm_call_failed").len(), 1);
+}
+
+/// OpenAI's own API refuses every call without a key: refused before the run,
+/// nothing written, no request sent. A name that does not resolve will not
+/// heal either: one attempt, a clear error.
+#[test]
+fn openai_without_a_key_is_refused_before_the_run_and_dns_failures_are_not_retried() {
+    let dir = tempdir();
+    let r = run(essay(dir.path()).args(["--provider", "openai", "--model", "gpt-4o-mini", "--budget", "1"]));
+    r.assert_code(USAGE);
+    assert!(r.stderr.contains("needs an API key: set OPENAI_API_KEY"), "{}", r.stderr);
+    assert!(!dir.path().join("budget_monitoring.jsonl").exists(), "the run never started");
+
+    let dir = tempdir();
+    let r = run(essay(dir.path()).args(["--provider", "openai", "--base-url", "http://budget-host-test.invalid/v1", "--budget", "1", "--json"]));
+    r.assert_code(FAILURE);
+    let s = r.json();
+    let msg = s["stop_reason"]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot resolve the host") && msg.contains("after 1 attempt"), "{msg}");
+    let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
+    let f = events(&log, "llm_call_failed")[0];
+    assert_eq!((f["attempts"].as_u64(), f["charged_nanos"].as_u64()), (Some(1), Some(0)));
 }
 
 #[test]

@@ -221,7 +221,7 @@ fn accepted_checkpoint_is_sound(c: &Checkpoint) {
     }
     assert_eq!(c.hook_states.len(), c.header.spec.hooks.len());
     let l = &c.budget.ledger;
-    assert!(l.spent <= l.limit);
+    assert!(l.spent <= l.limit.saturating_add(l.overrun) && l.overrun <= l.spent);
     budget_host::budget::Ledger::from_state(l).expect("an accepted ledger rebuilds");
     let _ = budget_host::report::breakdown(l);
     let _ = budget_host::report::operations_detail(l);

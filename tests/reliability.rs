@@ -1,8 +1,9 @@
 //! Reliability: provider faults, hostile numbers and files, huge snapshots,
 //! plugin integrity. Every case checks the books: each request the server saw
-//! is an attempt of exactly one logged call, each call is charged once and at
-//! most its reservation, spent <= limit, and a stopped run leaves a checkpoint
-//! that holds the same money. RELIABILITY.md lists every case and its test.
+//! is an attempt of exactly one logged call, each call is charged once, at
+//! most its reservation unless marked billed past it (then the run stopped
+//! there), spent <= limit + that one excess, and a stopped run leaves a
+//! checkpoint that holds the same money. RELIABILITY.md lists every case and its test.
 
 use crate::basics::essay;
 use crate::util::*;
@@ -55,8 +56,10 @@ fn n(v: &Value) -> u64 {
 /// The books balance. Returns the log.
 ///
 /// - every request the server saw is an attempt of one `llm_call` or `llm_call_failed` line;
-/// - every call is charged once: at most its reservation, and a failed one all or nothing;
-/// - spent = the sum of the charges <= limit, in the summary and in the ledger's call count.
+/// - every call is charged once: at most its reservation, or marked with its
+///   excess (the last call: the run stopped there, exit 8); a failed one all or nothing;
+/// - spent = the sum of the charges <= limit + that one excess, in the
+///   summary and in the ledger's call count.
 fn books(dir: &Path, s: &Value, server: Option<&Server>) -> Vec<Value> {
     let log = read_log(&dir.join("budget_monitoring.jsonl"));
     let ok = events(&log, "llm_call");
@@ -65,10 +68,17 @@ fn books(dir: &Path, s: &Value, server: Option<&Server>) -> Vec<Value> {
         let attempts: u64 = ok.iter().chain(&failed).map(|e| n(&e["attempts"])).sum();
         assert_eq!(attempts as usize, server.hits(), "requests seen by the server vs attempts in the log: {log:#?}");
     }
-    let mut charged = 0;
-    for c in &ok {
-        assert!(n(&c["cost_nanos"]) <= n(&c["reserved_nanos"]), "charged over the reservation: {c}");
-        charged += n(&c["cost_nanos"]);
+    let (mut charged, mut over) = (0, 0);
+    for (i, c) in ok.iter().enumerate() {
+        let (cost, reserved) = (n(&c["cost_nanos"]), n(&c["reserved_nanos"]));
+        let excess = c.get("over_reservation_nanos").map_or(0, n);
+        assert_eq!(excess, cost.saturating_sub(reserved), "a call over its reservation is marked with its excess: {c}");
+        if excess > 0 {
+            assert_eq!(i + 1, ok.len(), "no call after one billed past its reservation: {log:#?}");
+            assert_eq!(s["stop_reason"]["source"], "overrun", "{s}");
+        }
+        charged += cost;
+        over += excess;
     }
     let mut charged_failures = 0;
     for f in &failed {
@@ -79,11 +89,13 @@ fn books(dir: &Path, s: &Value, server: Option<&Server>) -> Vec<Value> {
     }
     let spent = n(&s["spent_nanos"]);
     assert_eq!(charged, spent, "spent is the sum of what each call was charged");
-    assert!(spent <= n(&s["limit_nanos"]), "overspent: {s}");
+    assert_eq!(n(&s["over_reservation_nanos"]), over, "the summary shows the overrun as it is");
+    assert!(spent <= n(&s["limit_nanos"]).saturating_add(over), "overspent past one call's excess: {s}");
     assert_eq!(n(&s["calls"]), ok.len() as u64 + charged_failures, "each call is charged once");
     let end = events(&log, "budget_monitoring_end");
     assert_eq!(end.len(), 1);
     assert_eq!(n(&end[0]["total_cost_nanos"]), spent);
+    assert_eq!(end[0].get("over_reservation_nanos").map_or(0, n), over);
     log
 }
 
@@ -157,6 +169,8 @@ fn http_429_with_retry_after_is_honoured_and_charged_once() {
     assert_eq!(calls[1]["attempts"], 1);
     assert_eq!(server.hits(), 3);
     assert_eq!(s["spent_nanos"], 2 * 34_050, "two calls, each charged once");
+    assert_eq!(server.bill(150_000_000, 600_000_000), vec![34_050; 2], "the provider's bill");
+    assert_no_anomalies(&log);
 }
 
 #[test]
@@ -324,56 +338,117 @@ fn missing_usage_charges_the_reservation() {
 }
 
 #[test]
-fn huge_token_counts_are_capped_at_the_reservation_and_the_limit_holds() {
+fn huge_token_counts_are_charged_as_billed_and_stop_the_run() {
     let max = i64::MAX;
     let body = completion(&format!(r#"{{"prompt_tokens":{max},"completion_tokens":{max},"prompt_tokens_details":{{"cached_tokens":{max}}}}}"#));
     let server = Server::start(vec![Canned::json(200, &body)]);
     let dir = tempdir();
-    // About five reservations' worth: the run ends on its budget, not on a crash.
     let r = run(&mut openai(dir.path(), &server, "0.002"));
-    r.assert_code(BUDGET);
+    r.assert_code(OVERRUN);
     let s = r.json();
     let log = books(dir.path(), &s, Some(&server));
     let calls = events(&log, "llm_call");
-    assert!(calls.len() >= 2, "{calls:?}");
-    for c in &calls {
-        assert_eq!(c["cost_nanos"], c["reserved_nanos"]);
-        let a = c["anomalies"].to_string();
-        assert!(a.contains("exceeded the reservation") && a.contains("were allowed") && a.contains("above the bound"), "{a}");
-    }
-    assert!(n(&s["spent_nanos"]) <= 2_000_000);
+    assert_eq!(calls.len(), 1, "the run stops at the first call billed past its reservation");
+    let c = calls[0];
+    // i64::MAX tokens at any price is past u64 nano-USD: the books saturate, never wrap.
+    assert_eq!(n(&c["cost_nanos"]), u64::MAX);
+    let a = c["anomalies"].to_string();
+    assert!(a.contains("past its reservation") && a.contains("were allowed") && a.contains("above the bound"), "{a}");
+    assert_eq!(n(&s["spent_nanos"]), u64::MAX);
     checkpoint_agrees(&s);
+}
+
+/// A prompt reported over the host's bound is an anomaly in the log, not a
+/// stop: the bill decides, and here it stays inside the reservation.
+#[test]
+fn a_prompt_over_its_bound_is_an_anomaly_not_a_stop() {
+    let server = Server::start(vec![Canned::json(200, &completion(r#"{"prompt_tokens":2000,"completion_tokens":1}"#))]);
+    let dir = tempdir();
+    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "2"]));
+    r.assert_code(0);
+    let s = r.json();
+    let log = books(dir.path(), &s, Some(&server));
+    let calls = events(&log, "llm_call");
+    assert_eq!(calls.len(), 2);
+    for c in calls {
+        assert!(n(&c["input_tokens_bound"]) < 2000, "{c}");
+        assert!(c["anomalies"].to_string().contains("2000 input tokens, above the bound"), "{c}");
+        assert!(c.get("over_reservation_nanos").is_none(), "{c}");
+    }
+    assert_eq!(n(&s["spent_nanos"]), server.bill(150_000_000, 600_000_000).iter().sum::<u64>());
 }
 
 #[test]
 fn huge_token_counts_on_one_operation_do_not_overflow_its_totals() {
-    // Two calls per cycle under one operation label: per-operation token totals add up.
+    // Two calls per cycle under one operation label: per-operation token totals
+    // add up. A free model, so the huge counts cost nothing and the run goes on.
     let max = i64::MAX;
     let body = completion(&format!(r#"{{"prompt_tokens":{max},"completion_tokens":{max}}}"#));
     let server = Server::start(vec![Canned::json(200, &body)]);
     let dir = tempdir();
-    let r = run(chaos_openai(dir.path(), &server, "calls:2", "1").args(["--max-cycles", "2"]));
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"gpt-4o-mini": {"input": 0, "output": 0}}"#).unwrap();
+    let r = run(chaos_openai(dir.path(), &server, "calls:2", "1").args(["--max-cycles", "2", "--prices"]).arg(&prices));
     r.assert_code(0);
     let s = r.json();
     books(dir.path(), &s, Some(&server));
     assert_eq!(s["calls"], 4);
+    assert_eq!(s["spent_nanos"], 0);
     checkpoint_agrees(&s);
 }
 
+/// Chaos provider: it ignores `max_tokens` and bills 2000 completion tokens
+/// past it. Money is counted from the provider's side (its answers' usage at
+/// gpt-4o-mini's list price), not from the host's books.
 #[test]
-fn more_output_tokens_than_allowed_is_an_anomaly_charged_at_most_the_reservation() {
-    let server = Server::start(vec![Canned::json(200, &completion(r#"{"prompt_tokens":10,"completion_tokens":100000}"#))]);
+fn a_provider_billing_past_max_tokens_stops_the_run_with_the_books_equal_to_the_bill() {
+    // gpt-4o-mini: $0.15 / $0.60 per 1M tokens.
+    let (input, output) = (150_000_000, 600_000_000);
+    let server = Server::start(vec![good(), Canned::over_bill(35, 2000)]);
     let dir = tempdir();
-    let r = run(openai(dir.path(), &server, "1").args(["--max-cycles", "2", "--max-tokens", "64"]));
-    r.assert_code(0);
+    let r = run(openai(dir.path(), &server, "0.0008").args(["--max-tokens", "64"]));
+    r.assert_code(OVERRUN);
     let s = r.json();
+    assert_eq!(s["stop_reason"]["source"], "overrun");
+    assert_eq!(s["stop_reason"]["mode"], "immediate");
     let log = books(dir.path(), &s, Some(&server));
-    for c in events(&log, "llm_call") {
-        assert_eq!(c["max_tokens"], 64);
-        assert_eq!(c["cost_nanos"], c["reserved_nanos"], "100000 tokens cost more than the reservation: capped");
-        let a = c["anomalies"].to_string();
-        assert!(a.contains("100000 output tokens, 64 were allowed"), "{a}");
-    }
+    assert_eq!(server.hits(), 2, "not one call after the overrun");
+    let bill = server.bill(input, output);
+    assert_eq!(bill.len(), 2);
+    let billed: u64 = bill.iter().sum();
+    assert_eq!(n(&s["spent_nanos"]), billed, "the books equal the bill");
+    // The overrun, as it is, in the call's line, the summary and the end line.
+    let calls = events(&log, "llm_call");
+    let last = calls[1];
+    assert_eq!(n(&last["output_tokens"]), 64 + 2000);
+    assert_eq!(n(&last["cost_nanos"]), bill[1]);
+    let excess = n(&last["over_reservation_nanos"]);
+    assert_eq!(excess, bill[1] - n(&last["reserved_nanos"]));
+    assert_eq!(n(&s["over_reservation_nanos"]), excess);
+    assert!(last["anomalies"].to_string().contains("2064 output tokens, 64 were allowed"), "{last}");
+    assert_eq!(events(&log, "interrupt")[0]["source"], "overrun");
+    // Past the limit, by at most that one call's excess.
+    let (spent, limit) = (n(&s["spent_nanos"]), n(&s["limit_nanos"]));
+    assert!(spent > limit, "the case passes the limit: {s}");
+    assert!(spent - limit <= excess, "over the limit by more than one call's excess: {s}");
+    assert!(calls[0].get("over_reservation_nanos").is_none());
+    checkpoint_agrees(&s);
+    // `host report` reads the overrun back from the log and says so.
+    let r = run(host().arg("report").arg(dir.path().join("budget_monitoring.jsonl")).arg("--json"));
+    r.assert_code(0);
+    let notes = r.json()["runs"][0]["notes"].to_string();
+    assert!(notes.contains("llm_call_cycle_2 (cycle 2) was billed") && notes.contains("past its reservation"), "{notes}");
+
+    // The stop block says it too.
+    let server = Server::start(vec![good(), Canned::over_bill(35, 2000)]);
+    let dir = tempdir();
+    let mut c = essay(dir.path());
+    c.args(["--provider", "openai", "--base-url"]).arg(format!("{}/v1", server.url));
+    c.args(["--model", "gpt-4o-mini", "--budget", "0.0008", "--max-tokens", "64"]);
+    let r = run(&mut c);
+    r.assert_code(OVERRUN);
+    assert!(r.stdout.contains("🚨 Billed past the reservation") && r.stdout.contains("Source: OVERRUN"), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("Over the reservation: ${:.4} ({excess} nano-USD)", excess as f64 / 1e9)), "{}", r.stdout);
 }
 
 #[test]
@@ -828,5 +903,6 @@ fn reliability_md_is_true() {
     assert_eq!(stated("Cases tried:"), rows);
     assert_eq!(stated("Cases that check the money:"), money);
     assert_eq!(stated("Cases that check the checkpoint:"), checkpoints);
-    assert!(text.contains("money overspent: **$0**") && text.contains("checkpoints lost: **0**"));
+    assert!(text.contains("worst overrun possible: **one call's excess**") && text.contains("money overspent otherwise: **$0**"));
+    assert!(text.contains("checkpoints lost: **0**"));
 }

@@ -373,6 +373,8 @@ fn assert_no_leftover(screen: &[String]) {
 }
 
 /// A provider slow enough for the display to draw between calls: each call $0.0045 on gpt-4o.
+/// It always answers 400 tokens, so the runs refuse a call rather than shorten it
+/// (`--min-output-tokens 500`): a shortened call would be billed past its reservation.
 fn slow_provider() -> Server {
     let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"A section of the essay."},"finish_reason":"stop"}],"usage":{"prompt_tokens":200,"completion_tokens":400,"total_tokens":600}}"#;
     Server::start(vec![Canned::json(200, body).delayed(300)])
@@ -384,7 +386,7 @@ fn progress_on_a_terminal_leaves_only_the_lines() {
     let dir = tempdir();
     let args = |d: &Path| {
         format!(
-            "run {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.02 --max-tokens 500 --max-cycles 8",
+            "run {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.02 --max-tokens 500 --min-output-tokens 500 --max-cycles 8",
             plugin("essay-agent").display(),
             d.display(),
             server.url
@@ -435,7 +437,7 @@ fn progress_of_a_team_gives_each_agent_a_bar_and_leaves_only_the_lines() {
     std::fs::write(&team, toml).unwrap();
     let args = |d: &Path| {
         format!(
-            "run --team {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.04 --max-tokens 500 --max-cycles 6",
+            "run --team {} --checkpoint-dir {} --provider openai --base-url {}/v1 --model gpt-4o --budget 0.04 --max-tokens 500 --min-output-tokens 500 --max-cycles 6",
             team.display(),
             d.display(),
             server.url

@@ -177,3 +177,32 @@ fn redis_going_away_mid_run_refuses_calls_and_stops_cleanly() {
     assert!(events(&log, "llm_call_refused").iter().any(|e| e["reason"] == "ledger_unavailable") || msg.contains("may be missing"));
     assert_eq!(log.last().unwrap()["event"], "budget_monitoring_end");
 }
+
+/// A provider bills past a call's reservation on a Redis ledger: Redis's
+/// `spent` records the bill as it is, past the limit, that host stops with
+/// exit 8, and the next host cannot reserve anything (exit 3).
+#[test]
+fn a_bill_past_the_reservation_passes_the_redis_limit_and_every_host_stops() {
+    let redis = Redis::start();
+    let url = redis.url("team-o");
+    let server = Server::start(vec![Canned::over_bill(35, 2000)]);
+    let agent = |dir: &Path| {
+        let mut c = host();
+        c.arg("run").arg(plugin("chaos-agent")).arg("--checkpoint-dir").arg(dir);
+        c.args(["--task", "calls:1", "--max-cycles", "100", "--provider", "openai", "--model", "gpt-4o-mini", "--base-url"]).arg(format!("{}/v1", server.url));
+        c.args(["--budget", "0.0008", "--max-tokens", "64", "--ledger", &url, "--json", "--timeout", "120s"]);
+        c
+    };
+    let (a, b) = (tempdir(), tempdir());
+    let r = run(&mut agent(a.path()));
+    r.assert_code(OVERRUN);
+    let bill: u64 = server.bill(150_000_000, 600_000_000).iter().sum();
+    assert_eq!(server.hits(), 1);
+    assert_eq!(r.json()["spent_nanos"], bill, "the host's books equal the bill");
+    assert_eq!(redis.get("team-o:spent"), bill, "Redis's books equal the bill");
+    assert!(bill > 800_000, "the bill passed the shared limit");
+    let r = run(&mut agent(b.path()));
+    r.assert_code(BUDGET);
+    assert_eq!(server.hits(), 1, "no host calls the provider once the shared limit is passed");
+    assert_eq!(r.json()["spent_nanos"], 0);
+}

@@ -95,6 +95,16 @@ pub fn events<'a>(log: &'a [Value], name: &str) -> Vec<&'a Value> {
     log.iter().filter(|e| e["event"] == name).collect()
 }
 
+/// A well-behaved provider stays within every bound the host set: no call of
+/// the log has an anomaly (input over its bound, output over max tokens,
+/// missing usage) or was billed past its reservation.
+pub fn assert_no_anomalies(log: &[Value]) {
+    for c in events(log, "llm_call") {
+        assert!(c["anomalies"].as_array().is_none_or(|a| a.is_empty()), "anomaly on a well-behaved provider: {c}");
+        assert!(c.get("over_reservation_nanos").is_none(), "billed past the reservation: {c}");
+    }
+}
+
 /// One canned HTTP response.
 #[derive(Clone)]
 pub struct Canned {
@@ -121,6 +131,10 @@ pub enum Fault {
     Huge { len: usize, declare_length: bool },
     /// Read the request and never answer (the connection stays open until the client gives up).
     Silent,
+    /// Chaos provider: answer with `prompt` input tokens and `extra` more
+    /// completion tokens than the request's `max_tokens` (or
+    /// `max_completion_tokens`) allowed, as a provider ignoring the limit would.
+    OverBill { prompt: u64, extra: u64 },
 }
 
 impl Canned {
@@ -177,15 +191,22 @@ impl Canned {
     pub fn silent() -> Canned {
         Canned::json(200, "").with_fault(Fault::Silent)
     }
+
+    /// Reports `extra` completion tokens past the request's limit.
+    pub fn over_bill(prompt: u64, extra: u64) -> Canned {
+        Canned::json(200, "").with_fault(Fault::OverBill { prompt, extra })
+    }
 }
 
 /// A loopback HTTP/1.1 server answering each request with the next canned
-/// response (the last one repeats), recording the request bodies and
-/// counting every request that reached it (`hits`), whatever its fate.
+/// response (the last one repeats), recording the request bodies, counting
+/// every request that reached it (`hits`), whatever its fate, and keeping the
+/// `usage` of every answer it sent whole (`billed`): the provider's own bill.
 pub struct Server {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Value>>>,
     pub hits: Arc<AtomicUsize>,
+    pub billed: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Server {
@@ -194,19 +215,38 @@ impl Server {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (reqs, count) = (requests.clone(), hits.clone());
+        let billed = Arc::new(Mutex::new(Vec::new()));
+        let (reqs, count, bill) = (requests.clone(), hits.clone(), billed.clone());
         std::thread::spawn(move || {
             let mut i = 0;
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let canned = responses[i.min(responses.len() - 1)].clone();
                 i += 1;
-                let (reqs, count) = (reqs.clone(), count.clone());
+                let (reqs, count, bill) = (reqs.clone(), count.clone(), bill.clone());
                 // One thread per connection: a slow answer must not block the next request.
-                std::thread::spawn(move || handle(stream, &canned, &reqs, &count));
+                std::thread::spawn(move || handle(stream, &canned, &reqs, &count, &bill));
             }
         });
-        Server { url, requests, hits }
+        Server { url, requests, hits, billed }
+    }
+
+    /// The `usage` objects of the answers sent whole, in order.
+    pub fn billed(&self) -> Vec<Value> {
+        self.billed.lock().unwrap().clone()
+    }
+
+    /// What the provider billed, from its own answers: each usage priced at
+    /// `input`, `output` nano-USD per 1M tokens (cached tokens at the input
+    /// price), rounded up per call as providers do.
+    pub fn bill(&self, input: u64, output: u64) -> Vec<u64> {
+        self.billed()
+            .iter()
+            .map(|u| {
+                let (p, c) = (u["prompt_tokens"].as_u64().unwrap(), u["completion_tokens"].as_u64().unwrap());
+                ((p as u128 * input as u128 + c as u128 * output as u128).div_ceil(1_000_000)) as u64
+            })
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -253,27 +293,42 @@ fn head_bytes(canned: &Canned, length: Option<usize>) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn handle(mut stream: TcpStream, canned: &Canned, reqs: &Mutex<Vec<Value>>, hits: &AtomicUsize) -> Option<()> {
+fn handle(mut stream: TcpStream, canned: &Canned, reqs: &Mutex<Vec<Value>>, hits: &AtomicUsize, billed: &Mutex<Vec<Value>>) -> Option<()> {
     let len = read_head(&mut stream)?;
     hits.fetch_add(1, Ordering::SeqCst);
     let pause = |ms: u64| std::thread::sleep(std::time::Duration::from_millis(ms));
     // The reset faults leave the request body unread: closing a socket with
     // unread bytes makes the kernel send a RST instead of a clean FIN.
     let resets = matches!(canned.fault, Fault::ResetBeforeAnswer | Fault::ResetMidBody);
+    let mut request = Value::Null;
     if !resets {
         let mut body = vec![0; len];
         stream.read_exact(&mut body).ok()?;
-        if let Ok(v) = serde_json::from_slice(&body) {
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            request = v.clone();
             reqs.lock().unwrap().push(v);
         }
     }
     pause(canned.delay_ms);
+    let answer = |body: &[u8], stream: &mut TcpStream| {
+        let mut bytes = head_bytes(canned, Some(body.len()));
+        bytes.extend_from_slice(body);
+        if stream.write_all(&bytes).and_then(|_| stream.flush()).is_ok() {
+            if let Some(u) = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("usage").cloned()) {
+                billed.lock().unwrap().push(u);
+            }
+        }
+    };
     match &canned.fault {
-        Fault::None => {
-            let mut bytes = head_bytes(canned, Some(canned.body.len()));
-            bytes.extend_from_slice(&canned.body);
-            let _ = stream.write_all(&bytes);
-            let _ = stream.flush();
+        Fault::None => answer(&canned.body, &mut stream),
+        Fault::OverBill { prompt, extra } => {
+            let limit = request.get("max_completion_tokens").or(request.get("max_tokens")).and_then(Value::as_u64).unwrap_or(0);
+            let body = serde_json::json!({
+                "model": request["model"],
+                "choices": [{"message": {"role": "assistant", "content": "A paragraph that ran on."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": limit + extra, "total_tokens": prompt + limit + extra},
+            });
+            answer(body.to_string().as_bytes(), &mut stream);
         }
         Fault::ResetBeforeAnswer => pause(100),
         Fault::ResetMidBody | Fault::CloseMidBody => {

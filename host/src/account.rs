@@ -178,4 +178,22 @@ mod tests {
         assert_eq!(shared.status().await.unwrap().spent, 400_000);
         assert_eq!(a.ledger().spent(), 400_000);
     }
+
+    /// A call billed past its hold is charged as billed in the agent's and the
+    /// team's books; the team total then passes its limit and no one reserves.
+    #[tokio::test]
+    async fn an_overrun_is_charged_as_billed_in_both_books() {
+        let shared: Arc<dyn SharedLedger> = Arc::new(crate::shared_ledger::TeamLedger::new(1_000_000).unwrap());
+        let a = Account::new(Arc::new(Mutex::new(Ledger::new(10_000_000).unwrap())), Some(shared.clone()));
+        let price = Price { input: 0, output: 1_000_000_000, cache_read: 0 };
+        let (p, held) = a.reserve(&price, 0, 500, 1, "op").await.ok().unwrap();
+        assert_eq!(p.reserve, 500_000);
+        let s = a.settle(held, 1_300_000, "op", 0, 1300).await.ok().unwrap();
+        assert_eq!((s.charged, s.over_reservation), (1_300_000, 800_000));
+        let team = shared.status().await.unwrap();
+        assert_eq!((team.spent, team.reserved, team.available()), (1_300_000, 0, 0));
+        let l = a.ledger().state();
+        assert_eq!((l.spent, l.overrun), (1_300_000, 800_000));
+        assert!(matches!(a.reserve(&price, 0, 500, 1, "op").await, Err(Refusal::Budget(_))));
+    }
 }

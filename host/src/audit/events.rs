@@ -157,6 +157,9 @@ pub struct Call<'a> {
     pub finish_reason: Option<Text<'a>>,
     #[serde(default)]
     pub anomalies: Vec<Text<'a>>,
+    /// Billed past the reservation by this much (charged as billed; the run stopped, exit 8).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub over_reservation_nanos: Nanos,
     /// Answered from the call journal at $0 (a resumed run asking what it asked before a crash).
     #[serde(default, skip_serializing_if = "is_false")]
     pub replayed: bool,
@@ -164,6 +167,10 @@ pub struct Call<'a> {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &Nanos) -> bool {
+    *n == 0
 }
 
 /// `replay_ended`.
@@ -367,6 +374,9 @@ pub struct End<'a> {
     pub cycles_completed: Option<u32>,
     #[serde(default)]
     pub fuel_used: Option<u64>,
+    /// Billed past reservations, included in `total_cost_nanos` (exit 8).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub over_reservation_nanos: Nanos,
 }
 
 /// A whole line as read back: the identity and the event.

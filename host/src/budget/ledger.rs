@@ -1,8 +1,11 @@
 //! The budget ledger: reserve before a call, settle after it.
 //!
-//! Invariant: `spent + reserved <= limit`, always, so `spent <= limit` holds
-//! whatever the provider later reports. A call that does not fit is lowered or
-//! refused before any money moves. The ledger knows nothing of wasm, IO or time.
+//! Invariant: `spent + reserved <= limit + overrun`, where `overrun` is what
+//! providers billed past their calls' reservations. The books record the bill
+//! as it is: a call that does not fit is lowered or refused before any money
+//! moves, and a call billed past its reservation is charged in full and
+//! flagged (the caller stops the run), so spending passes the limit by at most
+//! that call's excess. The ledger knows nothing of wasm, IO or time.
 
 use super::{BudgetError, Nanos};
 use indexmap::IndexMap;
@@ -33,9 +36,10 @@ impl Reservation {
 /// What settling a call did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settlement {
+    /// The cost as reported, charged in full.
     pub charged: Nanos,
-    /// The provider reported more than was reserved; we charged the reservation.
-    pub over_reservation: bool,
+    /// What the cost exceeded the reservation by (0: within it).
+    pub over_reservation: Nanos,
     /// Warning thresholds (fractions of the limit) crossed by this call, each once per run.
     pub crossed: Vec<f64>,
 }
@@ -50,6 +54,13 @@ pub struct LedgerState {
     pub by_operation: IndexMap<String, OpStat>,
     pub thresholds: Vec<f64>,
     pub fired: Vec<bool>,
+    /// Billed past reservations, included in `spent` (absent in older checkpoints: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overrun: Nanos,
+}
+
+fn is_zero(n: &Nanos) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +68,8 @@ pub struct Ledger {
     limit: Nanos,
     spent: Nanos,
     reserved: Nanos,
+    /// Billed past reservations (part of `spent`).
+    overrun: Nanos,
     calls: u32,
     by_operation: IndexMap<String, OpStat>,
     /// Thresholds in parts per million of the limit, ascending.
@@ -73,6 +86,7 @@ impl Ledger {
             limit,
             spent: 0,
             reserved: 0,
+            overrun: 0,
             calls: 0,
             by_operation: IndexMap::new(),
             thresholds_ppm: Vec::new(),
@@ -106,13 +120,17 @@ impl Ledger {
     pub fn calls(&self) -> u32 {
         self.calls
     }
-    /// What a new reservation may still take.
-    pub fn available(&self) -> Nanos {
-        self.limit - self.spent - self.reserved
+    /// What providers billed past reservations (part of `spent`).
+    pub fn overrun(&self) -> Nanos {
+        self.overrun
     }
-    /// What is left once calls in flight settle at zero: `limit - spent`.
+    /// What a new reservation may still take (0 once an overrun passed the limit).
+    pub fn available(&self) -> Nanos {
+        self.limit.saturating_sub(self.spent.saturating_add(self.reserved))
+    }
+    /// What is left once calls in flight settle at zero: `limit - spent`, at least 0.
     pub fn remaining(&self) -> Nanos {
-        self.limit - self.spent
+        self.limit.saturating_sub(self.spent)
     }
     pub fn by_operation(&self) -> &IndexMap<String, OpStat> {
         &self.by_operation
@@ -133,13 +151,16 @@ impl Ledger {
         self.reserved -= r.amount;
     }
 
-    /// Charge the real cost of a call and free the rest of its reservation.
-    /// A cost above the reservation is capped at it (and flagged): the limit holds.
+    /// Charge the reported cost of a call and free the rest of its reservation.
+    /// A cost above the reservation is charged as it is (the books equal the
+    /// bill) and its excess returned, for the caller to stop the run.
     pub fn settle(&mut self, r: Reservation, cost: Nanos, operation: &str, input_tokens: u64, output_tokens: u64) -> Settlement {
-        let over_reservation = cost > r.amount;
-        let charged = cost.min(r.amount);
+        let over_reservation = cost.saturating_sub(r.amount);
+        let charged = cost;
         self.reserved -= r.amount;
-        self.spent += charged;
+        // Saturating: a hostile report must not wrap the books around.
+        self.spent = self.spent.saturating_add(charged);
+        self.overrun = self.overrun.saturating_add(over_reservation);
         // Counters saturate: a resumed (possibly forged) state may start at the top.
         self.calls = self.calls.saturating_add(1);
         // The label is allocated once per operation, not once per call.
@@ -148,7 +169,7 @@ impl Ledger {
             None => self.by_operation.insert_full(operation.to_string(), OpStat::default()).0,
         };
         let op = &mut self.by_operation[i];
-        op.cost += charged;
+        op.cost = op.cost.saturating_add(charged);
         op.calls = op.calls.saturating_add(1);
         // Token totals are statistics from the provider, not money: saturate, never overflow.
         op.input_tokens = op.input_tokens.saturating_add(input_tokens);
@@ -184,8 +205,9 @@ impl Ledger {
         if limit == 0 {
             return Err(BudgetError::NotPositive("0".into()));
         }
-        if limit < self.spent + self.reserved {
-            return Err(BudgetError::BelowSpent { limit, spent: self.spent + self.reserved });
+        let held = self.spent.saturating_add(self.reserved);
+        if limit < held {
+            return Err(BudgetError::BelowSpent { limit, spent: held });
         }
         self.limit = limit;
         Ok(())
@@ -200,13 +222,15 @@ impl Ledger {
             by_operation: self.by_operation.clone(),
             thresholds: self.thresholds_ppm.iter().map(|p| *p as f64 / 1e6).collect(),
             fired: self.fired.clone(),
+            overrun: self.overrun,
         }
     }
 
     /// Rebuild from a checkpoint, refusing states that break the invariant.
     pub fn from_state(s: &LedgerState) -> Result<Self, BudgetError> {
         let mut l = Ledger::new(s.limit)?.with_thresholds(&s.thresholds);
-        if s.spent > s.limit {
+        // Only a recorded overrun may take spending past the limit.
+        if s.spent > s.limit.saturating_add(s.overrun) || s.overrun > s.spent {
             return Err(BudgetError::BelowSpent { limit: s.limit, spent: s.spent });
         }
         let op_sum = s.by_operation.values().try_fold(0 as Nanos, |a, o| a.checked_add(o.cost));
@@ -220,6 +244,7 @@ impl Ledger {
             return Err(BudgetError::Inconsistent("thresholds and fired flags differ in length".into()));
         }
         l.spent = s.spent;
+        l.overrun = s.overrun;
         l.calls = s.calls;
         l.by_operation = s.by_operation.clone();
         l.fired = s.fired.clone();
@@ -239,7 +264,7 @@ mod tests {
         assert_eq!(l.available(), 400);
         assert!(matches!(l.reserve(401), Err(BudgetError::Exhausted { needed: 401, available: 400 })));
         let s = l.settle(r, 250, "a", 10, 5);
-        assert_eq!((s.charged, s.over_reservation), (250, false));
+        assert_eq!((s.charged, s.over_reservation), (250, 0));
         assert_eq!((l.spent(), l.reserved(), l.available()), (250, 0, 750));
         let r = l.reserve(750).unwrap();
         l.release(r);
@@ -247,11 +272,32 @@ mod tests {
     }
 
     #[test]
-    fn over_reservation_is_capped() {
+    fn over_reservation_is_charged_as_billed_and_flagged() {
         let mut l = Ledger::new(1000).unwrap();
         let r = l.reserve(100).unwrap();
         let s = l.settle(r, 5000, "a", 1, 1);
-        assert_eq!((s.charged, s.over_reservation, l.spent()), (100, true, 100));
+        assert_eq!((s.charged, s.over_reservation, l.spent(), l.overrun()), (5000, 4900, 5000, 4900));
+        assert_eq!((l.available(), l.remaining()), (0, 0), "nothing more may be reserved");
+        assert!(matches!(l.reserve(1), Err(BudgetError::Exhausted { needed: 1, available: 0 })));
+        assert_eq!(l.by_operation()["a"].cost, 5000);
+        // The state keeps the overrun, and only that much may pass the limit.
+        let st = l.state();
+        assert_eq!(Ledger::from_state(&st).unwrap().state(), st);
+        let mut forged = st.clone();
+        forged.overrun = 3999;
+        assert!(Ledger::from_state(&forged).is_err());
+        let mut forged = st;
+        forged.overrun = 6000;
+        assert!(Ledger::from_state(&forged).is_err(), "an overrun larger than what was spent");
+    }
+
+    #[test]
+    fn states_without_an_overrun_read_and_write_as_before() {
+        let l = Ledger::new(1000).unwrap();
+        let json = serde_json::to_value(l.state()).unwrap();
+        assert!(json.get("overrun").is_none(), "{json}");
+        let back: LedgerState = serde_json::from_value(json).unwrap();
+        assert_eq!(back.overrun, 0);
     }
 
     #[test]
@@ -335,13 +381,16 @@ mod tests {
     }
 
     proptest! {
-        /// spent <= limit and spent + reserved <= limit after any sequence of calls,
-        /// whatever costs the provider reports (including ones above the reservation).
+        /// Whatever costs providers report (including ones above the
+        /// reservation): spent is the sum of the reported costs (the books
+        /// equal the bill), and only the recorded excesses pass the limit:
+        /// spent + reserved <= limit + overrun.
         #[test]
         fn never_overspends(limit in 1..10_000u64, ops in proptest::collection::vec(op(), 0..200)) {
             let mut l = Ledger::new(limit).unwrap().with_thresholds(&[0.5, 0.8, 0.9]);
             let mut open: Vec<Reservation> = Vec::new();
             let mut fired = 0;
+            let (mut billed, mut excess) = (0u64, 0u64);
             for o in ops {
                 match o {
                     Op::Reserve(a) => match l.reserve(a) {
@@ -353,7 +402,10 @@ mod tests {
                         let r = open.swap_remove(i % open.len());
                         let amount = r.amount();
                         let s = l.settle(r, c, "op", 1, 1);
-                        prop_assert!(s.charged <= amount);
+                        prop_assert_eq!(s.charged, c);
+                        prop_assert_eq!(s.over_reservation, c.saturating_sub(amount));
+                        billed += c;
+                        excess += s.over_reservation;
                         fired += s.crossed.len();
                     }
                     Op::Release(i) if !open.is_empty() => {
@@ -362,8 +414,13 @@ mod tests {
                     }
                     _ => {}
                 }
-                prop_assert!(l.spent() <= l.limit());
-                prop_assert!(l.spent() + l.reserved() <= l.limit());
+                prop_assert_eq!(l.spent(), billed);
+                prop_assert_eq!(l.overrun(), excess);
+                prop_assert!(l.spent() <= l.limit() + l.overrun());
+                prop_assert!(l.spent() + l.reserved() <= l.limit() + l.overrun());
+                if l.overrun() == 0 {
+                    prop_assert!(l.spent() + l.reserved() <= l.limit());
+                }
                 prop_assert_eq!(l.reserved(), open.iter().map(|r| r.amount()).sum::<Nanos>());
                 prop_assert_eq!(l.by_operation().values().map(|o| o.cost).sum::<Nanos>(), l.spent());
             }

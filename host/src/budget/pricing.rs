@@ -93,16 +93,31 @@ pub struct PriceTable {
     prices: BTreeMap<String, Price>,
 }
 
-/// USD per 1M tokens: (model, input, output, cache read). Public list prices.
+/// USD per 1M tokens: (model, input, output, cache read). Public list prices
+/// from the OpenAI and Anthropic pricing pages (late 2025). Names are exact: a
+/// dated snapshot has its own row, since it may list at another price than
+/// the name that points at the newest one (`gpt-4o-2024-05-13` at $5/$15,
+/// `gpt-4o` at $2.50/$10).
 const BUILT_IN: &[(&str, f64, f64, f64)] = &[
     ("gpt-4o-mini", 0.15, 0.60, 0.075),
+    ("gpt-4o-mini-2024-07-18", 0.15, 0.60, 0.075),
     ("gpt-4o", 2.50, 10.00, 1.25),
+    ("gpt-4o-2024-11-20", 2.50, 10.00, 1.25),
+    ("gpt-4o-2024-08-06", 2.50, 10.00, 1.25),
+    // The first gpt-4o snapshot has no cached-input discount.
+    ("gpt-4o-2024-05-13", 5.00, 15.00, 5.00),
     ("gpt-4.1", 2.00, 8.00, 0.50),
+    ("gpt-4.1-2025-04-14", 2.00, 8.00, 0.50),
     ("gpt-4.1-mini", 0.40, 1.60, 0.10),
+    ("gpt-4.1-mini-2025-04-14", 0.40, 1.60, 0.10),
     ("gpt-4.1-nano", 0.10, 0.40, 0.025),
+    ("gpt-4.1-nano-2025-04-14", 0.10, 0.40, 0.025),
     ("claude-haiku-4-5", 1.00, 5.00, 0.10),
+    ("claude-haiku-4-5-20251001", 1.00, 5.00, 0.10),
     ("claude-sonnet-4-5", 3.00, 15.00, 0.30),
+    ("claude-sonnet-4-5-20250929", 3.00, 15.00, 0.30),
     ("claude-opus-4-5", 5.00, 25.00, 0.50),
+    ("claude-opus-4-5-20251101", 5.00, 25.00, 0.50),
     // Local models run on the user's machine: free unless a price file says otherwise.
     ("smollm2-135m-instruct", 0.0, 0.0, 0.0),
     ("smollm2", 0.0, 0.0, 0.0),
@@ -171,12 +186,21 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
+/// LiteLLM's `model_prices_and_context_window.json` is told apart by its fields.
+fn is_litellm(entries: &[(String, serde_json::Value)]) -> bool {
+    entries.iter().any(|(_, v)| v.get("input_cost_per_token").is_some() || v.get("output_cost_per_token").is_some())
+}
+
 impl PriceTable {
-    /// Built-in prices overridden and extended by a JSON object
-    /// `{"model": {"input": 0.15, "output": 0.6, "cache_read": 0.075}}` (USD per 1M tokens).
+    /// Built-in prices overridden and extended by a JSON object, ours
+    /// `{"model": {"input": 0.15, "output": 0.6, "cache_read": 0.075}}` (USD
+    /// per 1M tokens) or LiteLLM's model prices (USD per token).
     pub fn with_overrides(mut self, path: &str, text: &str) -> Result<Self, PriceError> {
         let Entries(entries) = serde_json::from_str(text)
             .map_err(|e| PriceError::Invalid { path: path.into(), detail: format!("{e} (expected an object of model -> {{input, output, cache_read}})") })?;
+        if is_litellm(&entries) {
+            return self.with_litellm(path, entries);
+        }
         // Names are case-insensitive: two spellings of one model would leave its price to chance.
         let mut seen = std::collections::HashSet::new();
         for (model, value) in entries {
@@ -201,40 +225,56 @@ impl PriceTable {
         Ok(self)
     }
 
+    /// LiteLLM's format: `{"model": {"input_cost_per_token": 1.5e-7,
+    /// "output_cost_per_token": 6e-7, "cache_read_input_token_cost": 7.5e-8}}`.
+    /// Entries not priced per token (images, audio, `sample_spec`) are left
+    /// out, so those models stay unpriced (refused for paid providers). A
+    /// name listed twice must say the same price.
+    fn with_litellm(mut self, path: &str, entries: Vec<(String, serde_json::Value)>) -> Result<Self, PriceError> {
+        let mut seen = std::collections::HashMap::new();
+        for (model, value) in entries {
+            if model == "sample_spec" {
+                continue;
+            }
+            let (Some(input), Some(output)) = (value.get("input_cost_per_token"), value.get("output_cost_per_token")) else { continue };
+            let per_million = |field: &'static str, v: &serde_json::Value| -> Result<u64, PriceError> {
+                let usd = v.as_f64().ok_or_else(|| PriceError::BadValue { path: path.into(), model: model.clone(), field, problem: format!("is {}, not a number", json_kind(v)) })?;
+                price_field(path, &model, field, usd * 1e6)
+            };
+            let input = per_million("input_cost_per_token", input)?;
+            let output = per_million("output_cost_per_token", output)?;
+            let cache_read = match value.get("cache_read_input_token_cost") {
+                Some(c) if !c.is_null() => per_million("cache_read_input_token_cost", c)?,
+                _ => input,
+            };
+            let price = Price { input, output, cache_read };
+            let key = model.to_lowercase();
+            match seen.insert(key.clone(), price) {
+                Some(before) if before != price => {
+                    return Err(PriceError::Invalid { path: path.into(), detail: format!("model '{model}' is listed twice with different prices (model names are case-insensitive)") });
+                }
+                _ => {}
+            }
+            self.prices.insert(key, price);
+        }
+        Ok(self)
+    }
+
     pub fn load(path: &str) -> Result<Self, PriceError> {
         let text = std::fs::read_to_string(path).map_err(|source| PriceError::Read { path: path.into(), source })?;
         PriceTable::default().with_overrides(path, &text)
     }
 
-    /// Exact name first (case-insensitive), then without a dated suffix
-    /// (`gpt-4o-mini-2024-07-18` -> `gpt-4o-mini`), then without an Ollama tag (`:latest`).
+    /// The exact name (case-insensitive). The one alias is Ollama's own:
+    /// `name:latest` is `name`. No other name is guessed from a shorter one: a
+    /// dated snapshot or a fine-tune is not priced as its base model.
     pub fn get(&self, model: &str) -> Option<Price> {
         let m = model.to_lowercase();
         if let Some(p) = self.prices.get(&m) {
             return Some(*p);
         }
-        let undated = strip_date_suffix(&m);
-        if let Some(p) = self.prices.get(undated) {
-            return Some(*p);
-        }
-        m.split_once(':').and_then(|(base, _)| self.prices.get(base).copied())
+        m.strip_suffix(":latest").and_then(|base| self.prices.get(base).copied())
     }
-}
-
-fn strip_date_suffix(m: &str) -> &str {
-    // -YYYY-MM-DD or -YYYYMMDD
-    let b = m.as_bytes();
-    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
-    if b.len() > 11 && b[b.len() - 11] == b'-' {
-        let t = &b[b.len() - 10..];
-        if digits(&t[0..4]) && t[4] == b'-' && digits(&t[5..7]) && t[7] == b'-' && digits(&t[8..10]) {
-            return &m[..m.len() - 11];
-        }
-    }
-    if b.len() > 9 && b[b.len() - 9] == b'-' && digits(&b[b.len() - 8..]) {
-        return &m[..m.len() - 9];
-    }
-    m
 }
 
 #[cfg(test)]
@@ -266,12 +306,45 @@ mod tests {
     }
 
     #[test]
-    fn lookup_variants() {
+    fn lookup_is_exact() {
         let t = PriceTable::default();
-        assert!(t.get("GPT-4o-mini-2024-07-18").is_some());
-        assert!(t.get("gpt-4o-mini-20240718").is_some());
+        assert_eq!(t.get("GPT-4o-mini-2024-07-18"), t.get("gpt-4o-mini"));
+        // A dated snapshot at its own price, never its base model's.
+        let old = t.get("gpt-4o-2024-05-13").unwrap();
+        assert_eq!((old.input, old.output), (5_000_000_000, 15_000_000_000));
+        assert_eq!(t.get("gpt-4o").unwrap().input, 2_500_000_000);
+        // Unknown snapshots and fine-tunes stay unpriced (refused for paid providers).
+        for unknown in ["gpt-4o-mini-20240718", "gpt-4o-2099-01-01", "ft:gpt-4o-mini:acme::x", "gpt-4o:ft", "no-such-model"] {
+            assert!(t.get(unknown).is_none(), "{unknown}");
+        }
         assert!(t.get("smollm2:latest").is_some());
-        assert!(t.get("no-such-model").is_none());
+        assert!(t.get("smollm2:1.7b").is_none());
+    }
+
+    /// A sample of LiteLLM's model_prices_and_context_window.json.
+    #[test]
+    fn reads_litellm_model_prices() {
+        let sample = r#"{
+            "sample_spec": {"max_tokens": "LEGACY parameter", "input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "litellm_provider": "one of https://docs.litellm.ai/docs/providers", "mode": "one of: chat, embedding"},
+            "gpt-4o-2024-05-13": {"max_tokens": 4096, "input_cost_per_token": 5e-06, "output_cost_per_token": 1.5e-05, "litellm_provider": "openai", "mode": "chat"},
+            "my-gpt-4o-mini": {"input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07, "cache_read_input_token_cost": 7.5e-08, "mode": "chat", "supports_vision": true},
+            "dall-e-3": {"input_cost_per_pixel": 1e-07, "output_cost_per_pixel": 0.0, "mode": "image_generation"},
+            "ollama/llama3.1": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"}
+        }"#;
+        let t = PriceTable::default().with_overrides("litellm.json", sample).unwrap();
+        assert_eq!(t.get("my-gpt-4o-mini"), Some(Price { input: 150_000_000, output: 600_000_000, cache_read: 75_000_000 }));
+        assert_eq!(t.get("gpt-4o-2024-05-13"), Some(Price { input: 5_000_000_000, output: 15_000_000_000, cache_read: 5_000_000_000 }));
+        assert!(t.get("ollama/llama3.1").unwrap().is_free());
+        assert!(t.get("dall-e-3").is_none() && t.get("sample_spec").is_none());
+        assert!(t.get("gpt-4o").is_some(), "the built-in table is extended, not replaced");
+        for bad in [
+            r#"{"m": {"input_cost_per_token": "5e-06", "output_cost_per_token": 1e-05}}"#,
+            r#"{"m": {"input_cost_per_token": -1e-06, "output_cost_per_token": 1e-05}}"#,
+            r#"{"m": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-05}, "M": {"input_cost_per_token": 2e-06, "output_cost_per_token": 1e-05}}"#,
+        ] {
+            let e = PriceTable::default().with_overrides("litellm.json", bad).unwrap_err().to_string();
+            assert!(e.contains("litellm.json") && (e.contains("'m'") || e.contains("'M'")), "{e}");
+        }
     }
 
     #[test]

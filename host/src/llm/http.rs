@@ -32,6 +32,8 @@ pub async fn post_json(
     let map_send = |e: reqwest::Error| {
         if e.is_builder() {
             ProviderError::InvalidRequest(format!("cannot build a request to {url}: {}", root_cause(&e)))
+        } else if e.is_connect() && is_dns(&e) {
+            ProviderError::Resolve { url: url.into(), detail: root_cause(&e) }
         } else if e.is_connect() {
             ProviderError::Connect { url: url.into(), detail: root_cause(&e) }
         } else if e.is_timeout() {
@@ -70,6 +72,18 @@ pub async fn post_json(
     Ok((status, retry_after, body))
 }
 
+/// A failed name lookup: hyper-util's connector names that layer "dns error".
+fn is_dns(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(s) = cur {
+        if s.to_string() == "dns error" {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
+}
+
 /// reqwest's Display stops at the outermost layer; the cause is what a user needs.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
@@ -89,5 +103,30 @@ pub fn excerpt(body: &[u8]) -> String {
         format!("{}…", one_line.chars().take(200).collect::<String>())
     } else {
         one_line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.invalid` never resolves (RFC 2606): a lookup failure, not a refused connection.
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_a_resolve_error() {
+        let url = "http://budget-host-test.invalid/v1/chat/completions";
+        let t = Duration::from_secs(5);
+        let e = post_json(&client(t), url, None, &serde_json::json!({}), t).await.unwrap_err();
+        assert!(matches!(e, ProviderError::Resolve { .. }), "{e:?}");
+        assert!(!e.retryable() && !e.maybe_billed());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let url = format!("http://{addr}/v1/chat/completions");
+        let t = Duration::from_secs(5);
+        let e = post_json(&client(t), &url, None, &serde_json::json!({}), t).await.unwrap_err();
+        assert!(matches!(e, ProviderError::Connect { .. }), "{e:?}");
+        assert!(e.retryable() && !e.maybe_billed());
     }
 }

@@ -85,6 +85,8 @@ pub struct ChatResponse {
 pub enum ProviderError {
     #[error("cannot connect to {url}: {detail}")]
     Connect { url: String, detail: String },
+    #[error("cannot resolve the host of {url}: {detail}")]
+    Resolve { url: String, detail: String },
     #[error("request to {url} timed out after {secs} s")]
     Timeout { url: String, secs: u64 },
     #[error("{url} answered HTTP {status}: {message}")]
@@ -106,6 +108,10 @@ impl ProviderError {
     /// opened, a 429, a 5xx. Never after a timeout or a broken or unreadable
     /// answer: the provider may have processed and billed that request, and a
     /// second attempt could be billed again beyond the one reservation held.
+    /// Never what cannot heal in seconds: a name that does not resolve, a
+    /// 401 or 403 (a missing or wrong key), any other 4xx. A refused
+    /// connection is retried: a local server (llama.cpp, vLLM) restarting
+    /// heals within the backoff, and nothing was sent, so nothing is billed.
     pub fn retryable(&self) -> bool {
         match self {
             ProviderError::Connect { .. } => true,
@@ -175,6 +181,12 @@ pub fn connect(spec: &mut crate::spec::RunSpec, e: &Endpoints) -> Result<Arc<dyn
             let base = e.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
             if !(base.starts_with("http://") || base.starts_with("https://")) {
                 return Err(format!("--base-url '{base}' must start with http:// or https://"));
+            }
+            // Refused before the run: without a key every call fails (401), after the run started.
+            if openai::needs_key(&base) && e.openai_key.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "--provider openai at {base} needs an API key: set OPENAI_API_KEY (a local server given with --base-url may need none)"
+                ));
             }
             Arc::new(openai::OpenAi::new(&base, e.openai_key.clone(), e.timeout))
         }

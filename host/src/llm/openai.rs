@@ -10,6 +10,25 @@ use std::time::Duration;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
+/// The name of the output limit a model takes. OpenAI's reasoning models
+/// (o1, o3, o4 series) and the gpt-5 family reject `max_tokens`; every other
+/// model and OpenAI-compatible server (llama.cpp, vLLM) takes `max_tokens`.
+pub fn output_limit_field(model: &str) -> &'static str {
+    let m = model.to_ascii_lowercase();
+    let series = |prefix: &str| m.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'));
+    if ["o1", "o3", "o4", "gpt-5"].iter().any(|p| series(p)) {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
+}
+
+/// Whether an endpoint refuses every request without a key. Only OpenAI's own
+/// API is known to; a local server (llama.cpp, vLLM, LM Studio) may need none.
+pub fn needs_key(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url).ok().and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case("api.openai.com"))).unwrap_or(false)
+}
+
 pub struct OpenAi {
     url: String,
     key: Option<String>,
@@ -98,8 +117,8 @@ impl Provider for OpenAi {
         let mut body = json!({
             "model": req.model,
             "messages": req.messages,
-            "max_tokens": req.max_tokens,
         });
+        body[output_limit_field(&req.model)] = json!(req.max_tokens);
         if let Some(t) = req.temperature {
             body["temperature"] = json!(t);
         }
@@ -141,6 +160,26 @@ mod tests {
         assert_eq!(parse_response("u", "m", neg).unwrap().usage, None);
         for bad in [&b""[..], b"{", b"{}", br#"{"choices":[]}"#, b"null"] {
             assert!(matches!(parse_response("u", "m", bad), Err(ProviderError::Malformed { .. })));
+        }
+    }
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens() {
+        for m in ["o1", "o1-mini", "o3-2025-04-16", "o4-mini", "gpt-5", "GPT-5-mini", "gpt-5.1", "gpt-5-nano-2025-08-07"] {
+            assert_eq!(output_limit_field(m), "max_completion_tokens", "{m}");
+        }
+        for m in ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "smollm2", "o10-local", "gpt-50", "llama3.1", "olmo"] {
+            assert_eq!(output_limit_field(m), "max_tokens", "{m}");
+        }
+    }
+
+    #[test]
+    fn only_openai_itself_needs_a_key() {
+        for url in [DEFAULT_BASE_URL, "https://API.openai.com/v1", "https://api.openai.com:443/v1/"] {
+            assert!(needs_key(url), "{url}");
+        }
+        for url in ["http://127.0.0.1:8080/v1", "https://api.openai.com.example.net/v1", "http://localhost/v1", "not a url"] {
+            assert!(!needs_key(url), "{url}");
         }
     }
 

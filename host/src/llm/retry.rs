@@ -106,6 +106,21 @@ mod tests {
         assert!(refused.retryable() && !refused.maybe_billed());
     }
 
+    #[tokio::test]
+    async fn never_retries_what_cannot_heal() {
+        let p = RetryPolicy { retries: 5, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
+        let dns = || ProviderError::Resolve { url: "u".into(), detail: "failed to lookup address information".into() };
+        for e in [dns(), status(401), status(403), status(404)] {
+            assert!(!e.retryable() && !e.maybe_billed(), "{e}");
+        }
+        for make in [dns as fn() -> ProviderError, || status(401), || status(403)] {
+            let n = AtomicU32::new(0);
+            let (r, attempts) = p.run(|| { n.fetch_add(1, Ordering::SeqCst); let e = make(); async move { Err::<(), _>(e) } }).await;
+            assert!(r.is_err());
+            assert_eq!((attempts, n.load(Ordering::SeqCst)), (1, 1));
+        }
+    }
+
     #[test]
     fn retry_after_is_honoured_up_to_the_cap() {
         let p = RetryPolicy::default();

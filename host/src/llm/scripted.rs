@@ -24,7 +24,8 @@ pub struct ScriptedResponse {
     /// The completion's text.
     pub text: String,
     /// Absent: input tokens are the request's byte-level bound's real part
-    /// (content bytes / 4, at least 1); output tokens are required.
+    /// (content bytes / 4, at least 1); given, at most the request's bound.
+    /// Output tokens are required (at most the request's max tokens).
     pub prompt_tokens: Option<u64>,
     /// Output tokens reported.
     pub completion_tokens: u64,
@@ -80,7 +81,11 @@ impl Provider for Scripted {
     async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let n = self.script.responses.len() as u64;
         let r = &self.script.responses[(req.call_index % n) as usize];
-        let prompt = r.prompt_tokens.unwrap_or_else(|| {
+        // A prompt has no more tokens than the host's bound for it: a script
+        // written for a longer prompt must not make a well-behaved run look
+        // like a provider over-reporting (that is an anomaly, and may stop the run).
+        let bound = crate::budget::tokens::input_token_bound(req.messages.iter().map(|m| m.content.as_str()));
+        let prompt = r.prompt_tokens.map(|p| p.min(bound)).unwrap_or_else(|| {
             let bytes: usize = req.messages.iter().map(|m| m.content.len()).sum();
             (bytes as u64 / 4).max(1)
         });
@@ -93,5 +98,24 @@ impl Provider for Scripted {
         };
         let usage = (!r.omit_usage).then_some(Usage { input_tokens: prompt, output_tokens: completion, cached_tokens: r.cached_tokens });
         Ok(ChatResponse { text, model: self.script.model.clone(), usage, finish_reason: finish.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{Message, Role};
+
+    /// A script written for a long prompt, replayed under a short one, reports
+    /// no more prompt tokens than the host's bound: a well-behaved provider.
+    #[tokio::test]
+    async fn prompt_tokens_stay_within_the_bound() {
+        let script = Script { model: "gpt-4o-mini".into(), responses: vec![ScriptedResponse { text: "x".into(), prompt_tokens: Some(10_000), completion_tokens: 1, cached_tokens: 0, omit_usage: false }] };
+        let s = Scripted { path: "s.json".into(), script };
+        let req = ChatRequest { messages: vec![Message { role: Role::User, content: "hi".into() }], model: "gpt-4o-mini".into(), max_tokens: 8, temperature: None, call_index: 0, seed: 0 };
+        let bound = s.input_token_bound(&req).await.unwrap();
+        let usage = s.complete(&req).await.unwrap().usage.unwrap();
+        assert_eq!(usage.input_tokens, bound);
+        assert!(bound < 10_000);
     }
 }

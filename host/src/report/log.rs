@@ -110,6 +110,8 @@ pub struct Call {
     pub finish_reason: Option<String>,
     /// How many anomalies the host logged for it.
     pub anomalies: usize,
+    /// Billed past its reservation by this much (the run stopped there, exit 8).
+    pub over_reservation_nanos: Nanos,
     /// The failure, for a failed call.
     pub error: Option<String>,
 }
@@ -387,6 +389,7 @@ struct CallLine {
     fuel: Option<u64>,
     finish_reason: Option<String>,
     anomalies: usize,
+    over_reservation_nanos: Nanos,
     error: Option<String>,
 }
 
@@ -490,6 +493,7 @@ impl Run {
                     fuel: c.fuel,
                     finish_reason: opt(&c.finish_reason),
                     anomalies: c.anomalies.len(),
+                    over_reservation_nanos: c.over_reservation_nanos,
                     error: None,
                 });
             }
@@ -515,6 +519,7 @@ impl Run {
                     fuel: None,
                     finish_reason: None,
                     anomalies: 0,
+                    over_reservation_nanos: 0,
                     error: Some(f.error.into_owned()),
                 });
             }
@@ -597,6 +602,7 @@ impl Run {
             fuel: c.fuel,
             finish_reason: c.finish_reason,
             anomalies: c.anomalies,
+            over_reservation_nanos: c.over_reservation_nanos,
             error: c.error,
         });
     }

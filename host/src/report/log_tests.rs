@@ -169,3 +169,17 @@ fn a_log_cut_at_the_front_gets_an_implicit_segment() {
     assert_eq!((t.spent_nanos, t.limit_nanos), (20, 100));
     assert!(t.notes.iter().any(|n| n.contains("already spent")), "{:?}", t.notes);
 }
+
+#[test]
+fn a_bill_past_the_reservation_is_a_note_and_the_overrun() {
+    let t0 = "2026-01-01T10:00:00.000000";
+    let mut over: serde_json::Value = serde_json::from_str(&call("r", 2, 130, 160, 100, "2026-01-01T10:00:02.000000")).unwrap();
+    over["reserved_nanos"] = 40.into();
+    over["over_reservation_nanos"] = 90.into();
+    let text = [start("r", 100, None, None, t0), call("r", 1, 30, 30, 100, "2026-01-01T10:00:01.000000"), line(over), end("r", 160, 100, 2, "2026-01-01T10:00:03.000000")].concat();
+    let t = parse(&text).runs[0].totals();
+    assert_eq!((t.spent_nanos, t.overrun_nanos), (160, 90));
+    assert_eq!(t.notes.len(), 1, "{:?}", t.notes);
+    assert!(t.notes[0].contains("op_2 (cycle 2) was billed $0.00000009 past its reservation"), "{:?}", t.notes);
+    assert_eq!(t.ledger_state().overrun, 90);
+}

@@ -24,6 +24,8 @@ pub struct Totals {
     pub cached_tokens: u64,
     /// Money the ledger charged without a call line (a call cut off by an immediate stop).
     pub unlogged_nanos: Nanos,
+    /// Billed past reservations (part of `spent_nanos`).
+    pub overrun_nanos: Nanos,
     /// Cost and tokens per operation label.
     pub by_operation: IndexMap<String, OpStat>,
     /// Warning thresholds (fractions of the limit).
@@ -55,6 +57,7 @@ impl Totals {
             by_operation: self.by_operation.clone(),
             thresholds: self.thresholds.clone(),
             fired,
+            overrun: self.overrun_nanos,
         }
     }
 }
@@ -72,6 +75,7 @@ impl Run {
             output_tokens: 0,
             cached_tokens: 0,
             unlogged_nanos: 0,
+            overrun_nanos: 0,
             by_operation: IndexMap::new(),
             thresholds: Vec::new(),
             status: None,
@@ -92,6 +96,15 @@ impl Run {
             t.output_tokens = t.output_tokens.saturating_add(c.output_tokens);
             t.cached_tokens = t.cached_tokens.saturating_add(c.cached_tokens);
             t.spent_nanos = t.spent_nanos.saturating_add(c.cost_nanos);
+            if c.over_reservation_nanos > 0 {
+                t.overrun_nanos = t.overrun_nanos.saturating_add(c.over_reservation_nanos);
+                t.notes.push(format!(
+                    "{} (cycle {}) was billed {} past its reservation: charged as billed, and the run stopped (exit 8)",
+                    c.operation,
+                    c.cycle,
+                    fmt_exact(c.over_reservation_nanos)
+                ));
+            }
         }
         // Check each call's logged ledger figure against the running sum.
         let mut ledger_calls_before: Option<u32> = Some(0);

@@ -101,6 +101,9 @@ pub fn ending(c: &Console, spec: &RunSpec, o: &RunOutcome) {
             c.out(&format!("   Source: {}", i.source.as_str().to_uppercase()));
             c.out(&format!("   Mode: {}", i.mode.as_str().to_uppercase()));
             c.out(&format!("   Message: {}", i.message));
+            if l.overrun > 0 {
+                c.out(&format!("   Over the reservation: {} ({} nano-USD), charged as billed", fmt_usd(l.overrun), l.overrun));
+            }
             c.out(&format!("   Timestamp: {}", i.timestamp));
             c.out("");
             match &o.checkpoint {
@@ -141,6 +144,7 @@ pub fn summary(spec: &RunSpec, provider: &dyn Provider, o: &RunOutcome) -> serde
         "spent_usd": nanos_to_usd(l.spent), "spent_nanos": l.spent,
         "limit_usd": nanos_to_usd(l.limit), "limit_nanos": l.limit,
         "remaining_usd": nanos_to_usd(l.limit.saturating_sub(l.spent)),
+        "over_reservation_usd": nanos_to_usd(l.overrun), "over_reservation_nanos": l.overrun,
         "calls": l.calls, "input_tokens": input, "output_tokens": output,
         "fuel_used": o.fuel_used, "fuel_limit": spec.limits.fuel,
         "cost_by_operation": crate::report::operations_detail(l),

@@ -69,6 +69,8 @@ pub(super) struct Settled {
     pub(super) resp: ChatResponse,
     pub(super) usage: Usage,
     pub(super) charged: u64,
+    /// Billed past the reservation (0: within it); the run stops.
+    over_reservation: u64,
     anomalies: Vec<String>,
 }
 
@@ -137,6 +139,10 @@ impl AgentState {
             return Ok(Err(refused));
         }
         crate::crash::point("after-result");
+        // Billed past the reservation: the books hold the bill, and not one more call is made.
+        if settled.over_reservation > 0 {
+            return Err(Cancelled("overrun").into());
+        }
         self.ask_hooks_after(&call, &plan, &settled, latency_ms).await?;
         Ok(Ok(types::Completion {
             text: settled.resp.text,
@@ -378,21 +384,24 @@ impl AgentState {
         // record them clamped so no total downstream can overflow.
         let clamp = |t: u64| t.min(u32::MAX as u64);
         let usage = Usage { input_tokens: clamp(usage.input_tokens), output_tokens: clamp(usage.output_tokens), cached_tokens: clamp(usage.cached_tokens) };
-        let charged = match self.account.settle(held, cost, &call.operation, usage.input_tokens, usage.output_tokens).await {
-            Ok(s) => {
-                if s.over_reservation {
-                    anomalies.push(format!("cost {cost} nano-USD exceeded the reservation; charged the reservation"));
-                }
-                self.crossed = s.crossed;
-                s.charged
-            }
-            Err((s, msg)) => {
-                self.raise(Interrupt::new(Source::Error, Mode::Graceful, msg));
-                self.crossed = s.crossed;
-                s.charged
-            }
+        let (s, failed) = match self.account.settle(held, cost, &call.operation, usage.input_tokens, usage.output_tokens).await {
+            Ok(s) => (s, None),
+            Err((s, msg)) => (s, Some(msg)),
         };
-        Settled { resp, usage, charged, anomalies }
+        // The overrun is raised first: it is why the run stops, whatever else failed.
+        if s.over_reservation > 0 {
+            let msg = format!(
+                "{} was billed {} nano-USD, {} past its reservation of {}; charged as billed, the run stops",
+                call.operation, s.charged, s.over_reservation, plan.reserve
+            );
+            anomalies.push(msg.clone());
+            self.raise(Interrupt::new(Source::Overrun, Mode::Immediate, msg));
+        }
+        if let Some(msg) = failed {
+            self.raise(Interrupt::new(Source::Error, Mode::Graceful, msg));
+        }
+        self.crossed = s.crossed;
+        Settled { resp, usage, charged: s.charged, over_reservation: s.over_reservation, anomalies }
     }
 
     /// 6. The call's audit line, the live display, then warnings for thresholds crossed.
@@ -426,6 +435,7 @@ impl AgentState {
             attempts: Some(attempts),
             finish_reason: Some(Cow::Borrowed(&s.resp.finish_reason)),
             anomalies: s.anomalies.iter().map(|a| Cow::Borrowed(a.as_str())).collect(),
+            over_reservation_nanos: s.over_reservation,
             replayed: false,
         }));
         ctx.out.console.progress.call(crate::progress::CallFigures {

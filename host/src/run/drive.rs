@@ -313,6 +313,7 @@ pub(super) fn finish(ctx: &RunCtx, outcome: &mut RunOutcome) {
         cost_by_operation_nanos: l.by_operation.iter().map(|(k, v)| (k.clone(), v.cost)).collect(),
         cycles_completed: Some(outcome.cycles_completed),
         fuel_used: Some(outcome.fuel_used),
+        over_reservation_nanos: l.overrun,
     }));
     ctx.out.sync();
     super::banner::ending(&ctx.out.console, &ctx.spec, outcome);

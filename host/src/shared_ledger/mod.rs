@@ -39,7 +39,8 @@ pub struct SharedStatus {
 
 impl SharedStatus {
     pub fn available(&self) -> Nanos {
-        self.limit.saturating_sub(self.spent + self.reserved)
+        // Saturating: an overrun may have taken spent to the top.
+        self.limit.saturating_sub(self.spent.saturating_add(self.reserved))
     }
 }
 
@@ -48,7 +49,9 @@ pub trait SharedLedger: Send + Sync {
     fn describe(&self) -> String;
     async fn status(&self) -> Result<SharedStatus, SharedLedgerError>;
     async fn reserve(&self, amount: Nanos) -> Result<Hold, SharedLedgerError>;
-    /// Charge `cost` (at most the hold) and free the rest. Returns what was charged.
+    /// Charge `cost` as reported and free the hold. A cost past the hold is
+    /// charged in full, even past the limit (then no one can reserve): the
+    /// books equal the bill. Returns what was charged.
     async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, SharedLedgerError>;
     async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError>;
 }

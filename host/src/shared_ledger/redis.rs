@@ -97,7 +97,8 @@ if held then
   redis.call('HDEL', KEYS[4], ARGV[2])
   redis.call('ZREM', KEYS[5], ARGV[2])
   redis.call('DECRBY', KEYS[3], held)
-  charge = math.min(cost, held)
+  -- The bill as it is, even past the hold and the limit: the books equal the bill.
+  charge = cost
 else
   -- The lease expired while the call ran: charge what still fits, never past the limit.
   charge = math.max(0, math.min(cost, limit - spent - reserved))

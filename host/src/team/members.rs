@@ -249,7 +249,8 @@ async fn summarize(
         match outcome {
             Ok(o) => {
                 let c = o.exit_code();
-                if code == exit::COMPLETED && c != exit::COMPLETED {
+                // The first stop names the team's code, but a bill past a reservation is never hidden.
+                if (code == exit::COMPLETED && c != exit::COMPLETED) || c == exit::OVERRUN {
                     code = c;
                 }
                 let how = match &o.interrupt {
