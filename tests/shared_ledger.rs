@@ -125,13 +125,66 @@ fn a_killed_hosts_hold_expires_and_the_rest_use_the_budget() {
             largest_reservation = largest_reservation.max(c["reserved_nanos"].as_u64().unwrap());
         }
     }
-    // What the victim settled before it died is in its log.
+    // What the victim settled before it died is in its log; a hold it had in
+    // flight expired and was charged in full (its call may have been billed).
     let victim_log = read_log(&dirs[0].path().join("budget_monitoring.jsonl"));
     let victim_spent: u64 = events(&victim_log, "llm_call").iter().map(|c| c["cost_nanos"].as_u64().unwrap()).sum();
-    assert_eq!(redis.get("team-k:spent"), total + victim_spent);
+    let spent = redis.get("team-k:spent");
+    let expired = spent - (total + victim_spent);
+    assert!(expired <= largest_reservation, "at most the victim's one hold was charged at expiry: {expired}");
     assert_eq!(redis.get("team-k:reserved"), 0, "the victim's hold expired");
-    assert!(total + victim_spent <= 500_000_000);
-    assert!(500_000_000 - (total + victim_spent) < largest_reservation, "the survivors used what the victim held");
+    // The provider's bill: every request it answered, each the same canned usage.
+    let per_call = events(&read_log(&dirs[1].path().join("budget_monitoring.jsonl")), "llm_call")[0]["cost_nanos"].as_u64().unwrap();
+    let bill = server.hits() as u64 * per_call;
+    assert!(spent >= bill, "the shared books ({spent}) forget part of the bill ({bill})");
+    assert!(spent <= 500_000_000);
+    assert!(500_000_000 - spent < largest_reservation, "the survivors used what was left");
+}
+
+/// The shared ledger's own rules, on a real Redis: leases on the server's
+/// clock, an expired hold charged in full and replaced by its settle (once),
+/// refunded by its release, and a renewed hold kept alive.
+#[test]
+fn an_expired_hold_is_charged_in_full_until_its_settle_says_otherwise() {
+    use budget_host::shared_ledger::{redis::RedisLedger, Hold, SharedLedger};
+    let redis = Redis::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let l = RedisLedger::connect(&redis.url("k"), 1_000, Duration::from_millis(200), Duration::from_secs(5)).await.unwrap();
+        let spent = || async { l.status().await.unwrap() };
+        let again = |h: &Hold| Hold { id: h.id.clone(), amount: h.amount };
+
+        // Expired: charged in full (its host may have died after the bill).
+        let a = l.reserve(300).await.unwrap();
+        let a2 = again(&a);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let s = spent().await;
+        assert_eq!((s.spent, s.reserved), (300, 0));
+        // Its settle replaces that charge with the bill, once.
+        assert_eq!(l.settle(a, 120).await.unwrap(), 120);
+        assert_eq!(spent().await.spent, 120);
+        assert_eq!(l.settle(a2, 120).await.unwrap(), 0, "nothing twice");
+        assert_eq!(spent().await.spent, 120);
+
+        // An expired hold whose call was never billed is refunded by its release.
+        let b = l.reserve(100).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(spent().await.spent, 220);
+        l.release(b).await.unwrap();
+        assert_eq!(spent().await.spent, 120);
+
+        // A renewed hold outlives its lease; a bill past it is charged as billed.
+        let c = l.reserve(300).await.unwrap();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            assert!(l.renew(&c).await.unwrap());
+        }
+        let s = spent().await;
+        assert_eq!((s.spent, s.reserved), (120, 300), "still held after 480 ms on a 200 ms lease");
+        assert_eq!(l.settle(c, 500).await.unwrap(), 500);
+        assert_eq!(spent().await.spent, 620);
+        assert!(!l.renew(&Hold { id: "gone".into(), amount: 1 }).await.unwrap());
+    });
 }
 
 #[test]

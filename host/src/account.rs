@@ -75,6 +75,25 @@ impl Account {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// While a call runs: renew its shared hold every third of the lease, so a
+    /// long call keeps its money held (a dead host's hold still expires).
+    /// Never returns; drop it when the call ends.
+    pub fn keep_alive(&self, held: &Held) -> impl std::future::Future<Output = std::convert::Infallible> + Send + 'static {
+        let shared = self.shared.clone();
+        let hold = held.shared.as_ref().map(|h| Hold { id: h.id.clone(), amount: h.amount });
+        async move {
+            let (Some(shared), Some(hold)) = (shared, hold) else { return std::future::pending::<std::convert::Infallible>().await };
+            let Some(lease) = shared.lease() else { return std::future::pending::<std::convert::Infallible>().await };
+            let every = (lease / 3).max(std::time::Duration::from_millis(50));
+            loop {
+                tokio::time::sleep(every).await;
+                // A failed renewal is not fatal: the hold expires, is charged
+                // in full, and this call's settle replaces that charge.
+                let _ = shared.renew(&hold).await;
+            }
+        }
+    }
+
     /// Whether money is shared beyond this agent.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()

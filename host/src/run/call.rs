@@ -313,8 +313,10 @@ impl AgentState {
         let deadline = self.bounds.deadline();
         let provider = ctx.provider.clone();
         let attempt = ctx.retry.run(|| provider.complete(&call.chat));
+        let keep_alive = self.account.keep_alive(&held);
         let (result, attempts) = tokio::select! {
             r = attempt => r,
+            never = keep_alive => match never {},
             _ = ctx.stop.wait_immediate() => {
                 self.cancel(held, plan, call, "signal", seq).await;
                 self.raise(Interrupt::new(Source::Signal, Mode::Immediate, "interrupted during an LLM call; its reservation was charged"));

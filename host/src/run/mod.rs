@@ -289,6 +289,7 @@ pub async fn run_agent(components: Components, spec: RunSpec, opts: RunOptions) 
     }
     if let Some(r) = &opts.resume {
         say_what_the_journal_restored(&ctx, r);
+        settle_crashed_holds(&ctx, opts.shared.as_deref(), r).await;
     }
 
     let resume = opts.resume.as_ref();
@@ -424,6 +425,23 @@ pub fn standalone_store(engine: &wasmtime::Engine, spec: RunSpec, opts: &RunOpti
         retry: Default::default(),
     });
     new_store(engine, &ctx, Account::new(ledger, opts.shared.clone()), crate::hooks::Hooks::none(), fuel_before)
+}
+
+/// A call in flight at a crash held money on the shared ledger too: settle
+/// each such hold by its id at its whole reservation, as the agent's own
+/// ledger does. Idempotent on the ledger's side: a hold settled before (by
+/// an earlier resume) is not charged twice; one that expired was charged in
+/// full already and stays so.
+async fn settle_crashed_holds(ctx: &RunCtx, shared: Option<&dyn crate::shared_ledger::SharedLedger>, r: &ResumePoint) {
+    // Only a ledger that outlives the process (leased holds: Redis) still has them.
+    let Some(shared) = shared.filter(|s| s.lease().is_some()) else { return };
+    for u in &r.journal.unknown {
+        let Some(id) = &u.hold else { continue };
+        let hold = crate::shared_ledger::Hold { id: id.clone(), amount: u.reserved };
+        if let Err(e) = shared.settle(hold, u.reserved).await {
+            ctx.out.console.note(&format!("⚠️  {}: could not settle the crashed call's hold {id} ({e}); it expires and is charged in full", shared.describe()));
+        }
+    }
 }
 
 /// The calls a crash left after the checkpoint, as the journal tells them: in the log and on the console.

@@ -54,6 +54,15 @@ pub trait SharedLedger: Send + Sync {
     /// books equal the bill. Returns what was charged.
     async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, SharedLedgerError>;
     async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError>;
+    /// How long a hold lives unless renewed (`None`: until settled or released).
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Keep a hold alive through a long call; `false` when it already expired
+    /// (it was then charged in full, and its settle replaces that charge).
+    async fn renew(&self, _hold: &Hold) -> Result<bool, SharedLedgerError> {
+        Ok(true)
+    }
 }
 
 /// A team's total in one process: the pure ledger behind a lock.

@@ -1,24 +1,33 @@
 //! One budget shared by many hosts on a Redis server.
 //!
 //! Keys under a prefix: `<p>:limit`, `<p>:spent`, `<p>:reserved` (nano-USD
-//! integers), `<p>:holds` (hash id -> amount) and `<p>:leases` (sorted set id
-//! -> expiry in ms). Each operation is one Lua script, so check-and-reserve is
-//! atomic however many hosts race; expired leases are reclaimed first.
+//! integers), `<p>:holds` (hash id -> amount), `<p>:leases` (sorted set id
+//! -> expiry in ms) and `<p>:expired` (hash id -> amount charged at expiry).
+//! Each operation is one Lua script, so check-and-reserve is atomic however
+//! many hosts race. Leases run on the Redis server's clock (`TIME`), not the
+//! hosts'. An expired hold is charged in full, not handed back: its host may
+//! have died after the provider billed. A later settle by the hold's id
+//! (the live host's, or a resume's) replaces that charge with the reported
+//! cost, once; a release by its id refunds it.
 
 use super::{Hold, SharedLedger, SharedLedgerError, SharedStatus};
 use crate::budget::Nanos;
 use redis::aio::MultiplexedConnection;
 use std::time::Duration;
 
-/// Reclaim expired holds; shared preamble of every script.
+/// The server's clock, then expired holds charged in full; the shared
+/// preamble of every script. KEYS: limit, spent, reserved, holds, leases, expired.
 const RECLAIM: &str = r#"
-local now = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
 for _, id in ipairs(expired) do
   local amt = redis.call('HGET', KEYS[4], id)
   if amt then
     redis.call('HDEL', KEYS[4], id)
     redis.call('DECRBY', KEYS[3], amt)
+    redis.call('INCRBY', KEYS[2], amt)
+    redis.call('HSET', KEYS[6], id, amt)
   end
   redis.call('ZREM', KEYS[5], id)
 end
@@ -40,6 +49,7 @@ pub struct RedisLedger {
     reserve: redis::Script,
     settle: redis::Script,
     release: redis::Script,
+    renew: redis::Script,
     status: redis::Script,
 }
 
@@ -51,10 +61,6 @@ pub fn split_url(url: &str) -> Result<(String, String), String> {
         return Err(format!("--ledger '{url}' must look like redis://host:port/key"));
     }
     Ok((format!("redis://{addr}"), key.to_string()))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 fn unavailable(e: impl std::fmt::Display) -> SharedLedgerError {
@@ -79,43 +85,63 @@ impl RedisLedger {
             timeout,
             reserve: script(
                 r#"
-local amount = tonumber(ARGV[3])
+local amount = tonumber(ARGV[2])
 if amount > limit - spent - reserved then return {0, limit - spent - reserved} end
-redis.call('HSET', KEYS[4], ARGV[2], amount)
-redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[1], amount)
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('INCRBY', KEYS[3], amount)
 return {1, limit - spent - reserved - amount}
 "#,
             ),
+            // The bill as it is, even past the hold and the limit: the books equal the bill.
             settle: script(
                 r#"
-local cost = tonumber(ARGV[3])
-local held = redis.call('HGET', KEYS[4], ARGV[2])
-local charge
+local cost = tonumber(ARGV[2])
+local held = redis.call('HGET', KEYS[4], ARGV[1])
 if held then
-  held = tonumber(held)
-  redis.call('HDEL', KEYS[4], ARGV[2])
-  redis.call('ZREM', KEYS[5], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('DECRBY', KEYS[3], held)
-  -- The bill as it is, even past the hold and the limit: the books equal the bill.
-  charge = cost
-else
-  -- The lease expired while the call ran: charge what still fits, never past the limit.
-  charge = math.max(0, math.min(cost, limit - spent - reserved))
+  redis.call('INCRBY', KEYS[2], cost)
+  return {cost, 1}
 end
-redis.call('INCRBY', KEYS[2], charge)
-return {charge, held and 1 or 0}
+local charged = redis.call('HGET', KEYS[6], ARGV[1])
+if charged then
+  -- Expired and charged in full: the reported cost replaces that charge.
+  redis.call('HDEL', KEYS[6], ARGV[1])
+  redis.call('INCRBY', KEYS[2], cost - tonumber(charged))
+  return {cost, 2}
+end
+-- Settled already (or never held here): nothing twice.
+return {0, 0}
 "#,
             ),
             release: script(
                 r#"
-local held = redis.call('HGET', KEYS[4], ARGV[2])
+local held = redis.call('HGET', KEYS[4], ARGV[1])
 if held then
-  redis.call('HDEL', KEYS[4], ARGV[2])
-  redis.call('ZREM', KEYS[5], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('DECRBY', KEYS[3], held)
+  return {1}
 end
-return 1
+local charged = redis.call('HGET', KEYS[6], ARGV[1])
+if charged then
+  -- Expired and charged in full, but nothing was billed: refund it.
+  redis.call('HDEL', KEYS[6], ARGV[1])
+  redis.call('DECRBY', KEYS[2], charged)
+end
+return {1}
+"#,
+            ),
+            // A long call keeps its hold: push the lease out, if the hold is still live.
+            renew: script(
+                r#"
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[5], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+  return {1}
+end
+return {0}
 "#,
             ),
             status: script("return {limit, spent, reserved}"),
@@ -146,8 +172,8 @@ return 1
         format!("{}:{k}", self.prefix)
     }
 
-    fn keys(&self) -> [String; 5] {
-        [self.key("limit"), self.key("spent"), self.key("reserved"), self.key("holds"), self.key("leases")]
+    fn keys(&self) -> [String; 6] {
+        [self.key("limit"), self.key("spent"), self.key("reserved"), self.key("holds"), self.key("leases"), self.key("expired")]
     }
 
     async fn run(&self, s: &redis::Script, args: &[String]) -> Result<Vec<i64>, SharedLedgerError> {
@@ -155,7 +181,6 @@ return 1
         for k in self.keys() {
             inv.key(k);
         }
-        inv.arg(now_ms());
         for a in args {
             inv.arg(a);
         }
@@ -177,7 +202,7 @@ impl SharedLedger for RedisLedger {
         Ok(SharedStatus { limit: v[0].max(0) as u64, spent: v[1].max(0) as u64, reserved: v[2].max(0) as u64 })
     }
     async fn reserve(&self, amount: Nanos) -> Result<Hold, SharedLedgerError> {
-        let id = format!("{}-{}-{:x}", std::process::id(), now_ms(), rand_u64());
+        let id = format!("{}-{:x}", std::process::id(), rand_u64());
         let v = self.run(&self.reserve, &[id.clone(), amount.to_string(), self.lease.as_millis().to_string()]).await?;
         if v[0] == 1 {
             Ok(Hold { id, amount })
@@ -192,14 +217,19 @@ impl SharedLedger for RedisLedger {
     async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError> {
         self.run(&self.release, &[hold.id]).await.map(|_| ())
     }
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+    async fn renew(&self, hold: &Hold) -> Result<bool, SharedLedgerError> {
+        let v = self.run(&self.renew, &[hold.id.clone(), self.lease.as_millis().to_string()]).await?;
+        Ok(v.first() == Some(&1))
+    }
 }
 
-/// Hold ids must be unique across hosts; pid + time + this is plenty.
+/// Hold ids must be unique across hosts and time (a settle by id must never
+/// find another host's hold): 64 random bits beside the pid.
 fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    h.finish()
+    rand::random()
 }
 
 #[cfg(test)]
