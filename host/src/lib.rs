@@ -24,7 +24,8 @@
 //! [`tools`], [`report`]); [`Host`] (engine, compiled components, linkers);
 //! `run` (the agent loop and one call's path); `hooks`; then the pure or
 //! self-contained floors: `account`, [`budget`], [`shared_ledger`],
-//! [`checkpoint`], [`audit`], [`llm`], [`spec`], `output`, [`console`].
+//! [`checkpoint`], `journal`, [`tape`], [`audit`], [`llm`], [`spec`], `output`,
+//! [`console`].
 
 #![allow(missing_docs)] // TODO(lead): deny once the helpers' branches are merged
 
@@ -40,6 +41,7 @@ pub mod report;
 pub mod resume;
 pub mod shared_ledger;
 pub mod spec;
+pub mod tape;
 pub mod team;
 pub mod tools;
 
