@@ -208,3 +208,46 @@ fn with_a_seal_key_a_tape_resealed_without_it_is_refused() {
     assert!(with_key(&p).stderr.contains("has no keyed seal"));
     assert_eq!(provider.hits(), 3, "no replay asked the provider");
 }
+
+#[test]
+fn a_replay_past_the_tape_short_of_it_or_ending_otherwise_diverges() {
+    let rec = recorded("essay.tape");
+    let raw = std::fs::read_to_string(&rec.tape).unwrap();
+    let lines: Vec<serde_json::Value> = raw.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let calls: Vec<usize> = (0..lines.len()).filter(|i| lines[*i]["kind"] == "call").collect();
+    let rewritten = |edit: &dyn Fn(&mut Vec<serde_json::Value>)| {
+        let mut l = lines.clone();
+        edit(&mut l);
+        reseal(&l.iter().map(|v| format!("{v}\n")).collect::<String>(), None)
+    };
+    let last = *calls.last().unwrap();
+    let cases: [(&str, String, &str); 3] = [
+        ("short.tape", rewritten(&|l| drop(l.remove(last))), "at call 10: the agent asks for call 1 of cycle 10 (llm_call_cycle_10), past the end of the tape (9 calls)"),
+        (
+            "long.tape",
+            rewritten(&|l| {
+                let mut extra = l[last].clone();
+                extra["cycle"] = 11.into();
+                l.insert(last + 1, extra);
+            }),
+            "replay diverged at the end of the run: it made 10 of the tape's 11 calls; the next was call 1 of cycle 11 (llm_call_cycle_10)",
+        ),
+        (
+            "ending.tape",
+            rewritten(&|l| {
+                let end = l.len() - 2;
+                l[end]["result"] = "another essay".into();
+            }),
+            "replay diverged at the end of the run: the result differs at character 1: tape \"another essay\"",
+        ),
+    ];
+    for (name, tape, why) in cases {
+        let p = rec.dir.path().join(name);
+        std::fs::write(&p, tape).unwrap();
+        let r = run(&mut replay(&p, rec.dir.path(), &rec.url));
+        r.assert_code(REPLAY_DIVERGED);
+        let msg = r.json()["stop_reason"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(why), "{name}: {msg}");
+    }
+    assert_eq!(hits(&rec), 10);
+}
