@@ -8,6 +8,7 @@
 //! invocation may name another agent (`--agent`) or task (`--task`), to see
 //! whether it still asks the same. Where the log goes comes from the invocation, never the tape.
 
+use crate::budget::PriceTable;
 use crate::console::Console;
 use crate::llm::offline::Offline;
 use crate::spec::{PluginPin, RunSpec};
@@ -54,7 +55,14 @@ pub fn prepare(req: &ReplayRequest, console: &Console) -> Result<(RunSpec, Tape)
         }
     };
     let s = &h.settings;
+    // Nothing a replay answers is paid: the tape's model is priced $0 (the banner says FREE).
+    let mut free = serde_json::Map::new();
+    free.insert(s.model.clone(), serde_json::json!({"input": 0.0, "output": 0.0}));
+    let prices = PriceTable::default()
+        .with_overrides(&req.tape.display().to_string(), &serde_json::Value::Object(free).to_string())
+        .map_err(|e| BadInput(format!("tape {}: its model cannot be priced: {e}", req.tape.display())))?;
     let mut spec = RunSpec::builder(&pin.path)
+        .prices(prices)
         .task(req.task.as_deref().unwrap_or(&s.task))
         .model(&s.model)
         .budget_nanos(s.budget_nanos)
