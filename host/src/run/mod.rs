@@ -295,7 +295,7 @@ pub async fn run_agent(components: Components, spec: RunSpec, opts: RunOptions) 
         }
         s.tape = match (&opts.replay, &opts.record) {
             (Some(t), _) => Some(taped::Taping::Replay(taped::Player::new(t.clone()))),
-            (None, Some(_)) => Some(taped::Taping::Record { header: tape_header(&spec, &components, &run_id, opts.provider.name()), calls: Vec::new() }),
+            (None, Some(_)) => Some(taped::Taping::Record { header: Box::new(tape_header(&spec, &components, &run_id, opts.provider.name())), calls: Vec::new() }),
             (None, None) => None,
         };
     }

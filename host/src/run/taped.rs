@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 /// What the run does with a tape.
 pub enum Taping {
     /// Keep every call for the tape written at the end.
-    Record { header: tape::Header, calls: Vec<Call> },
+    Record { header: Box<tape::Header>, calls: Vec<Call> },
     /// Answer every call from the tape.
     Replay(Player),
 }
@@ -272,7 +272,7 @@ impl AgentState {
     /// The recorded tape, once the run has ended (`None` unless recording).
     pub(super) fn take_tape(&mut self, o: &RunOutcome) -> Option<Tape> {
         match self.tape.take() {
-            Some(Taping::Record { header, calls }) => Some(Tape { header, calls, end: end_of(o) }),
+            Some(Taping::Record { header, calls }) => Some(Tape { header: *header, calls, end: end_of(o) }),
             other => {
                 self.tape = other;
                 None
