@@ -11,6 +11,7 @@ mod journal;
 mod local;
 mod polyglot;
 mod shared_ledger;
+mod tape;
 mod teams;
 mod trust;
 mod reliability;

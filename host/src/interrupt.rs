@@ -18,6 +18,9 @@ pub enum Source {
     HookFailed,
     /// A provider billed past the call's reservation.
     Overrun,
+    /// A tape replay: the agent asked something the tape did not record.
+    #[serde(rename = "replay_diverged")]
+    Diverged,
     Error,
 }
 
@@ -39,6 +42,7 @@ impl Source {
             Source::Hook => "hook",
             Source::HookFailed => "hook_failed",
             Source::Overrun => "overrun",
+            Source::Diverged => "replay_diverged",
             Source::Error => "error",
         }
     }
@@ -53,6 +57,7 @@ impl Source {
             Source::Hook => exit::HOOK,
             Source::HookFailed => exit::HOOK_FAILED,
             Source::Overrun => exit::OVERRUN,
+            Source::Diverged => exit::REPLAY_DIVERGED,
             Source::Signal => exit::SIGNAL,
         }
     }
@@ -156,10 +161,10 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct() {
         let codes: std::collections::HashSet<_> =
-            [Source::Budget, Source::Fuel, Source::Timeout, Source::Signal, Source::Hook, Source::HookFailed, Source::Overrun, Source::Error]
+            [Source::Budget, Source::Fuel, Source::Timeout, Source::Signal, Source::Hook, Source::HookFailed, Source::Overrun, Source::Diverged, Source::Error]
                 .iter()
                 .map(|s| s.exit_code())
                 .collect();
-        assert_eq!(codes.len(), 8);
+        assert_eq!(codes.len(), 9);
     }
 }

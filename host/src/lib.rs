@@ -21,10 +21,11 @@
 //!
 //! The house, top floor first (a floor never imports one above it):
 //! the `host` binary's `cli` (flags -> spec); the verbs ([`team`], [`resume`],
-//! [`tools`], [`report`]); [`Host`] (engine, compiled components, linkers);
+//! [`replay`], [`tools`], [`report`]); [`Host`] (engine, compiled components, linkers);
 //! `run` (the agent loop and one call's path); `hooks`; then the pure or
 //! self-contained floors: `account`, [`budget`], [`shared_ledger`],
-//! [`checkpoint`], [`audit`], [`llm`], [`spec`], `output`, [`console`].
+//! [`checkpoint`], `journal`, [`tape`], [`audit`], [`llm`], [`spec`], `output`,
+//! [`console`].
 
 #![warn(missing_docs)]
 
@@ -36,10 +37,12 @@ pub mod integrity;
 pub mod interrupt;
 pub mod llm;
 pub mod progress;
+pub mod replay;
 pub mod report;
 pub mod resume;
 pub mod shared_ledger;
 pub mod spec;
+pub mod tape;
 pub mod team;
 pub mod tools;
 

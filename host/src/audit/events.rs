@@ -45,7 +45,7 @@ pub enum Event<'a> {
     Interrupt(InterruptLine<'a>),
     /// The process's part of the run ended; the ledger's final figures.
     BudgetMonitoringEnd(End<'a>),
-    /// Replay of a journaled run ended: the agent asked something else.
+    /// Replay of a journal (or a tape) ended: the agent asked something else.
     ReplayEnded(ReplayEnded<'a>),
     /// An event this host does not know (a newer host wrote it).
     #[serde(other)]

@@ -189,13 +189,15 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-fn seal(key: &[u8], body: &[u8]) -> String {
+/// HMAC-SHA256 of `body` under `key`, hex (tapes use it too).
+pub(crate) fn seal(key: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn seal_matches(key: &[u8], body: &[u8], hex_mac: &str) -> bool {
+/// Whether `hex_mac` is the HMAC of `body` under `key` (compared in constant time).
+pub(crate) fn seal_matches(key: &[u8], body: &[u8], hex_mac: &str) -> bool {
     let Ok(expected) = hex::decode(hex_mac) else { return false };
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(body);

@@ -1,7 +1,8 @@
 //! The command line: the only clap code, the top of the house. Flags are
 //! turned once into the library's types (`RunSpec`, `RunOptions`,
-//! `ResumeRequest`); the verbs below never see clap.
+//! `ResumeRequest`, `ReplayRequest`); the verbs below never see clap.
 
+mod replay;
 mod resume;
 mod run;
 mod signals;
@@ -26,6 +27,8 @@ pub enum Command {
     Validate { file: PathBuf },
     /// Continue a run from a checkpoint (or a team from its manifest).
     Resume(resume::ResumeArgs),
+    /// Run an agent offline against a tape (`run --record`): every call answered from it at $0; exit 9 where it diverges.
+    Replay(replay::ReplayArgs),
     /// Show what a checkpoint holds, and what a resume would take from it.
     Inspect {
         checkpoint: PathBuf,
@@ -76,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Resume(args) => resume::resume(args).await,
+        Command::Replay(args) => replay::replay(args).await,
         Command::Inspect { checkpoint, json } => {
             budget_host::resume::inspect(&checkpoint, json, budget_host::checkpoint::seal_key_from_env().as_deref())?;
             Ok(exit::COMPLETED)

@@ -235,6 +235,9 @@ pub struct RunArgs {
     /// A lock file (`host lock`) giving the sha256 of every plugin the run may load; others are refused.
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
+    /// Record the run's calls into a tape written here at its end (`.gz`: gzipped), for `host replay`.
+    #[arg(long, value_name = "TAPE", conflicts_with = "team")]
+    pub record: Option<PathBuf>,
     #[command(flatten)]
     pub endpoints: EndpointArgs,
     #[command(flatten)]
@@ -312,6 +315,7 @@ impl RunArgs {
         o.log = self.output.log.clone();
         o.seal_key = budget_host::checkpoint::seal_key_from_env();
         o.run_id = self.run_id.clone();
+        o.record = self.record.clone();
         o
     }
 }

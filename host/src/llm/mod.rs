@@ -8,6 +8,7 @@
 #[doc(hidden)]
 pub mod http;
 pub mod local;
+pub mod offline;
 pub mod ollama;
 pub mod openai;
 #[doc(hidden)]

@@ -59,7 +59,7 @@ pub fn ending(c: &Console, spec: &RunSpec, o: &RunOutcome) {
     c.progress.finish();
     // `--quiet` is "errors only": a run that failed still says why.
     if c.quiet {
-        if let Some(i) = o.interrupt.as_ref().filter(|i| matches!(i.source, Source::Error | Source::HookFailed | Source::Overrun)) {
+        if let Some(i) = o.interrupt.as_ref().filter(|i| matches!(i.source, Source::Error | Source::HookFailed | Source::Overrun | Source::Diverged)) {
             c.error(&format!("{}: {}", i.source.as_str(), i.message));
         }
         return;
@@ -89,6 +89,7 @@ pub fn ending(c: &Console, spec: &RunSpec, o: &RunOutcome) {
                 Source::Hook => "🪝 Stopped by a hook".to_string(),
                 Source::HookFailed => "🪝 A hook failed".to_string(),
                 Source::Overrun => format!("🚨 Billed past the reservation: {} of {} spent", fmt_usd(l.spent), fmt_usd(l.limit)),
+                Source::Diverged => "🎞️  Replay diverged from the tape".to_string(),
                 Source::Error => "❌ Run failed".to_string(),
             };
             c.out(&title);

@@ -100,7 +100,23 @@ impl AgentState {
             self.refuse(&op, "stopping", &msg);
             return Ok(Err(types::LlmError::BudgetExhausted(self.status(fuel_total))));
         }
-        // 0. A call that asks what the journal answered before a crash gets that answer at $0.
+        // 0. A tape replay answers every call from the tape; a recording keeps what each asked and got.
+        if self.replaying() {
+            return self.play(&req, fuel_total);
+        }
+        if self.recording() {
+            let asked = self.tape_request(&req);
+            let spent = self.account.ledger().spent();
+            let r = self.complete_call(req, fuel_total, fuel_delta).await;
+            self.tape_call(asked, spent, &r);
+            return r;
+        }
+        self.complete_call(req, fuel_total, fuel_delta).await
+    }
+
+    /// The call proper, from the journal's replay to the hooks after it.
+    async fn complete_call(&mut self, req: types::CompletionRequest, fuel_total: u64, fuel_delta: u64) -> CallResult {
+        // A call that asks what the journal answered before a crash gets that answer at $0.
         if let Some(done) = self.try_replay(&req, fuel_total) {
             return Ok(Ok(done));
         }

@@ -230,7 +230,7 @@ pub(super) async fn tell_hooks_the_end(store: &mut Store<AgentState>, outcome: &
                 Source::Timeout => types::InterruptSource::Timeout,
                 Source::Signal => types::InterruptSource::Signal,
                 Source::Hook | Source::HookFailed => types::InterruptSource::Hook,
-                Source::Error => types::InterruptSource::Error,
+                Source::Error | Source::Diverged => types::InterruptSource::Error,
             },
             mode: match i.mode {
                 Mode::Graceful => types::InterruptMode::Graceful,

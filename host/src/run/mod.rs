@@ -12,6 +12,7 @@ mod drive;
 pub mod guard;
 mod journaled;
 pub mod state;
+mod taped;
 
 use crate::account::Account;
 use crate::audit::{events, AuditLog, Event};
@@ -63,6 +64,10 @@ pub struct RunOptions {
     pub seal_key: Option<Vec<u8>>,
     /// The write-ahead call journal (shared by the agents of a process).
     pub journal: Option<crate::journal::Journal>,
+    /// Record the run's calls into a tape written here at its end.
+    pub record: Option<PathBuf>,
+    /// Answer every call from this tape, strictly (`host replay`).
+    pub replay: Option<crate::tape::Tape>,
 }
 
 impl RunOptions {
@@ -81,6 +86,8 @@ impl RunOptions {
             resume: None,
             seal_key: None,
             journal: None,
+            record: None,
+            replay: None,
         }
     }
 
@@ -286,6 +293,11 @@ pub async fn run_agent(components: Components, spec: RunSpec, opts: RunOptions) 
             s.seq = r.next_seq();
             s.replay = r.journal.replay();
         }
+        s.tape = match (&opts.replay, &opts.record) {
+            (Some(t), _) => Some(taped::Taping::Replay(taped::Player::new(t.clone()))),
+            (None, Some(_)) => Some(taped::Taping::Record { header: Box::new(tape_header(&spec, &components, &run_id, opts.provider.name())), calls: Vec::new() }),
+            (None, None) => None,
+        };
     }
     if let Some(r) = &opts.resume {
         say_what_the_journal_restored(&ctx, r);
@@ -298,14 +310,65 @@ pub async fn run_agent(components: Components, spec: RunSpec, opts: RunOptions) 
     let mut outcome = drive::drive(&components.agent, &mut store, &mut ck, resume).await;
     outcome.log = log;
     outcome.fuel_used = guard::fuel_used(&store);
+    if let Some(i) = store.data().replay_end(&outcome) {
+        outcome.interrupt = Some(i);
+        outcome.status = Status::Interrupted;
+    }
     drive::tell_hooks_the_end(&mut store, &outcome).await;
     // The ledger's durable view after everything settled.
     outcome.ledger = store.data().account.ledger().state();
-    drive::final_checkpoint(&mut store, &ck, &mut outcome).await;
+    // A replay writes nothing but its log: its state is the tape's.
+    if opts.replay.is_none() {
+        drive::final_checkpoint(&mut store, &ck, &mut outcome).await;
+    }
+    if let (Some(path), Some(t)) = (&opts.record, store.data_mut().take_tape(&outcome)) {
+        save_tape(&ctx, &t, path, opts.seal_key.as_deref(), &mut outcome);
+    }
     store.data().stdout.flush_partial();
     drive::finish(&ctx, &mut outcome);
     outcome.summary = banner::summary(&spec, opts.provider.as_ref(), &outcome);
     Ok(outcome)
+}
+
+/// A recording's tape header: the agent pinned to what was loaded, the settings that shape its requests.
+fn tape_header(spec: &RunSpec, c: &Components, run_id: &str, provider: &str) -> crate::tape::Header {
+    use crate::tape::{AgentPin, Header, Settings, FORMAT, VERSION};
+    Header {
+        format: FORMAT.into(),
+        version: VERSION,
+        host_version: env!("CARGO_PKG_VERSION").into(),
+        created: crate::audit::timestamp(),
+        run_id: run_id.into(),
+        provider: provider.into(),
+        agent: AgentPin { name: spec.agent_name.clone(), path: spec.agent.path.clone(), sha256: c.agent_sha256.clone() },
+        hooks: c.hooks.iter().map(|(name, sha, _)| (name.clone(), sha.clone())).collect(),
+        settings: Settings {
+            task: spec.task.clone(),
+            model: spec.model.clone(),
+            budget_nanos: spec.budget,
+            max_cycles: spec.limits.max_cycles,
+            max_tokens: spec.limits.default_max_tokens,
+            temperature: spec.temperature,
+            fuel: spec.limits.fuel,
+            memory_bytes: spec.limits.memory_bytes,
+            mode: spec.mode,
+        },
+    }
+}
+
+/// Write the recorded tape durably; a run whose tape cannot be written failed.
+fn save_tape(ctx: &RunCtx, t: &crate::tape::Tape, path: &std::path::Path, key: Option<&[u8]>, outcome: &mut RunOutcome) {
+    match t.save(path, key) {
+        Ok(()) => ctx.out.console.note(&format!("🎞️  Tape of {} call(s) written to {}", t.calls.len(), path.display())),
+        Err(e) => {
+            let msg = format!("cannot write the tape: {e:#}");
+            ctx.out.console.error(&msg);
+            if outcome.interrupt.is_none() {
+                outcome.interrupt = Some(Interrupt::new(crate::interrupt::Source::Error, crate::interrupt::Mode::Graceful, msg));
+                outcome.status = Status::Interrupted;
+            }
+        }
+    }
 }
 
 /// The banner, the resume line and the start event.
@@ -385,6 +448,7 @@ fn new_store(engine: &wasmtime::Engine, ctx: &Arc<RunCtx>, account: Account, hoo
         journal: None,
         seq: 0,
         replay: Default::default(),
+        tape: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -52,6 +52,8 @@ pub struct AgentState {
     pub(crate) seq: u64,
     /// Answers journaled before a crash, replayed at $0 while the guest asks the same.
     pub(crate) replay: std::collections::VecDeque<crate::journal::reconcile::Settled>,
+    /// Recording the run's calls for a tape, or replaying one.
+    pub(crate) tape: Option<super::taped::Taping>,
 }
 
 impl WasiView for AgentState {
