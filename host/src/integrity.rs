@@ -20,6 +20,7 @@ pub const LOCK_VERSION: u32 = 1;
 
 /// Why a plugin or a lock file was refused.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is; its fields are what the message names
 pub enum IntegrityError {
     #[error("{what} '{value}' is not a sha256 (64 hex digits)")]
     BadHash { what: String, value: String },

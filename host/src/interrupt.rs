@@ -5,12 +5,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// What stopped a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// The budget: the next call could pass the limit.
     Budget,
+    /// Guest fuel ran out.
     Fuel,
+    /// A wall-clock limit passed.
     Timeout,
+    /// Ctrl+C or SIGTERM.
     Signal,
     /// A hook denied a call the agent could not do without, or asked to stop.
     Hook,
@@ -21,18 +26,23 @@ pub enum Source {
     /// A tape replay: the agent asked something the tape did not record.
     #[serde(rename = "replay_diverged")]
     Diverged,
+    /// Anything else that failed (a trap, a provider, a checkpoint that cannot be written).
     Error,
 }
 
+/// How a run stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Finish the current step; no call passes the limit.
     #[default]
     Graceful,
+    /// Cancel the guest now (an epoch trap, a dropped call).
     Immediate,
 }
 
 impl Source {
+    /// Its name in the log and the stop block.
     pub fn as_str(&self) -> &'static str {
         match self {
             Source::Budget => "budget",
@@ -64,6 +74,7 @@ impl Source {
 }
 
 impl Mode {
+    /// Its name in the log and the stop block.
     pub fn as_str(&self) -> &'static str {
         match self {
             Mode::Graceful => "graceful",
@@ -72,30 +83,47 @@ impl Mode {
     }
 }
 
+/// The process exit codes (the README's table).
 pub mod exit {
+    /// Completed, or stopped at `--max-cycles`.
     pub const COMPLETED: i32 = 0;
+    /// A runtime failure.
     pub const FAILURE: i32 = 1;
+    /// Bad usage or input.
     pub const USAGE: i32 = 2;
+    /// The budget stopped the run.
     pub const BUDGET: i32 = 3;
+    /// Fuel ran out.
     pub const FUEL: i32 = 4;
+    /// A timeout.
     pub const TIMEOUT: i32 = 5;
+    /// A hook stopped the run.
     pub const HOOK: i32 = 6;
+    /// A hook failed.
     pub const HOOK_FAILED: i32 = 7;
+    /// A provider billed past a call's reservation.
     pub const OVERRUN: i32 = 8;
+    /// A tape replay diverged.
     pub const REPLAY_DIVERGED: i32 = 9;
+    /// Ctrl+C or SIGTERM.
     pub const SIGNAL: i32 = 130;
 }
 
 /// A request to stop the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interrupt {
+    /// What stopped it.
     pub source: Source,
+    /// How.
     pub mode: Mode,
+    /// Why, in words.
     pub message: String,
+    /// When (local time).
     pub timestamp: String,
 }
 
 impl Interrupt {
+    /// A stop of `source`, `mode`, with `message`, timestamped now.
     pub fn new(source: Source, mode: Mode, message: impl Into<String>) -> Self {
         Interrupt { source, mode, message: message.into(), timestamp: crate::audit::timestamp() }
     }
@@ -110,6 +138,7 @@ pub struct StopSignal {
 }
 
 impl StopSignal {
+    /// A signal no one has raised yet.
     pub fn new() -> Arc<Self> {
         Arc::new(StopSignal::default())
     }
@@ -122,6 +151,7 @@ impl StopSignal {
         }
         mode
     }
+    /// The strongest stop asked for, if any.
     pub fn requested(&self) -> Option<Mode> {
         match self.level.load(Ordering::SeqCst) {
             0 => None,
@@ -129,6 +159,7 @@ impl StopSignal {
             _ => Some(Mode::Immediate),
         }
     }
+    /// Whether an immediate stop was asked for.
     pub fn immediate(&self) -> bool {
         self.level.load(Ordering::SeqCst) >= 2
     }

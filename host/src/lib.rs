@@ -27,7 +27,7 @@
 //! [`checkpoint`], `journal`, [`tape`], [`audit`], [`llm`], [`spec`], `output`,
 //! [`console`].
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 // The embedding surface and the verbs the `host` binary calls: documented.
 pub mod budget;

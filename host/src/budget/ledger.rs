@@ -14,9 +14,13 @@ use serde::{Deserialize, Serialize};
 /// Per-operation totals (an operation is the guest's label, e.g. `llm_call_cycle_3`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpStat {
+    /// Money charged, nano-USD.
     pub cost: Nanos,
+    /// Calls charged.
     pub calls: u32,
+    /// Input tokens billed.
     pub input_tokens: u64,
+    /// Output tokens billed.
     pub output_tokens: u64,
 }
 
@@ -28,6 +32,7 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The money held.
     pub fn amount(&self) -> Nanos {
         self.amount
     }
@@ -48,11 +53,17 @@ pub struct Settlement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerState {
+    /// The hard limit.
     pub limit: Nanos,
+    /// Money charged so far (past the limit only by a recorded overrun).
     pub spent: Nanos,
+    /// Calls charged.
     pub calls: u32,
+    /// Cost and tokens per operation label.
     pub by_operation: IndexMap<String, OpStat>,
+    /// Warning thresholds, fractions of the limit.
     pub thresholds: Vec<f64>,
+    /// Which thresholds have fired (each fires once).
     pub fired: Vec<bool>,
     /// Billed past reservations, included in `spent` (absent in older checkpoints: 0).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -63,6 +74,7 @@ fn is_zero(n: &Nanos) -> bool {
     *n == 0
 }
 
+/// An agent's budget: reserve the worst case before a call, settle the bill after it. Pure: no IO, no clock.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     limit: Nanos,
@@ -78,6 +90,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// A ledger with `limit` nano-USD and nothing spent; a zero limit is refused.
     pub fn new(limit: Nanos) -> Result<Self, BudgetError> {
         if limit == 0 {
             return Err(BudgetError::NotPositive("0".into()));
@@ -108,15 +121,19 @@ impl Ledger {
         self
     }
 
+    /// The hard limit.
     pub fn limit(&self) -> Nanos {
         self.limit
     }
+    /// Money charged so far.
     pub fn spent(&self) -> Nanos {
         self.spent
     }
+    /// Money held by calls in flight.
     pub fn reserved(&self) -> Nanos {
         self.reserved
     }
+    /// Calls charged.
     pub fn calls(&self) -> u32 {
         self.calls
     }
@@ -132,6 +149,7 @@ impl Ledger {
     pub fn remaining(&self) -> Nanos {
         self.limit.saturating_sub(self.spent)
     }
+    /// Cost and tokens per operation label, in first-seen order.
     pub fn by_operation(&self) -> &IndexMap<String, OpStat> {
         &self.by_operation
     }

@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
+    /// Nano-USD per 1M input tokens.
     pub input: u64,
+    /// Nano-USD per 1M output tokens.
     pub output: u64,
+    /// Nano-USD per 1M input tokens read from a cache.
     pub cache_read: u64,
 }
 
@@ -22,6 +25,7 @@ fn ceil_div_million(x: u128) -> Nanos {
 }
 
 impl Price {
+    /// A free model.
     pub const FREE: Price = Price { input: 0, output: 0, cache_read: 0 };
 
     fn usd(input: f64, output: f64, cache_read: f64) -> Price {
@@ -29,6 +33,7 @@ impl Price {
         Price { input: n(input), output: n(output), cache_read: n(cache_read) }
     }
 
+    /// Whether every rate is zero.
     pub fn is_free(&self) -> bool {
         *self == Price::FREE
     }
@@ -67,7 +72,9 @@ impl Price {
     }
 }
 
+/// Why a price file was refused; each names the file.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is; its fields are what the message names
 pub enum PriceError {
     #[error("cannot read price file {path}: {source}")]
     Read { path: String, source: std::io::Error },
@@ -260,6 +267,7 @@ impl PriceTable {
         Ok(self)
     }
 
+    /// Read a price file (ours or LiteLLM's format) over the built-in table.
     pub fn load(path: &str) -> Result<Self, PriceError> {
         let text = std::fs::read_to_string(path).map_err(|source| PriceError::Read { path: path.into(), source })?;
         PriceTable::default().with_overrides(path, &text)

@@ -47,6 +47,7 @@ pub fn seal_key_from_env() -> Option<Vec<u8>> {
 
 /// Why a checkpoint cannot be read or written; each names the file.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is; its fields are what the message names
 pub enum CheckpointError {
     #[error("cannot read checkpoint {path}: {source}")]
     Io { path: String, source: std::io::Error },

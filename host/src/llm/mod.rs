@@ -20,15 +20,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Who speaks a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Instructions.
     System,
+    /// The user.
     User,
+    /// The model.
     Assistant,
 }
 
 impl Role {
+    /// Its name on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::System => "system",
@@ -38,18 +43,25 @@ impl Role {
     }
 }
 
+/// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// Who speaks.
     pub role: Role,
+    /// What is said.
     pub content: String,
 }
 
+/// A chat completion request, as the host sends it.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
+    /// The conversation.
     pub messages: Vec<Message>,
+    /// The model asked for.
     pub model: String,
     /// Always explicit: the provider is never left to pick an output length.
     pub max_tokens: u32,
+    /// Sampling temperature (`None`: the provider's default).
     pub temperature: Option<f32>,
     /// Calls settled so far in this run (survives resume); the scripted
     /// provider uses it to pick its response deterministically.
@@ -66,23 +78,33 @@ pub fn call_seed(run_id: &str, n: u64) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
+/// Tokens a provider reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
+    /// Input tokens.
     pub input_tokens: u64,
+    /// Output tokens.
     pub output_tokens: u64,
+    /// Input tokens read from a cache.
     pub cached_tokens: u64,
 }
 
+/// A provider's answer.
 #[derive(Debug, Clone)]
 pub struct ChatResponse {
+    /// The completion's text.
     pub text: String,
+    /// The model that answered.
     pub model: String,
     /// None when the provider did not report usage: the host then charges the reservation.
     pub usage: Option<Usage>,
+    /// Why it stopped (`stop`, `length`, ...).
     pub finish_reason: String,
 }
 
+/// Why a provider call failed; each says whether it may have been billed (see `maybe_billed`).
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is; its fields are what the message names
 pub enum ProviderError {
     #[error("cannot connect to {url}: {detail}")]
     Connect { url: String, detail: String },
@@ -131,6 +153,7 @@ impl ProviderError {
     }
 }
 
+/// Where calls go: a model behind an API, in process, or a script.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
     /// `openai`, `ollama`, `local`, `scripted`.
@@ -144,6 +167,7 @@ pub trait Provider: Send + Sync {
     async fn input_token_bound(&self, req: &ChatRequest) -> Result<u64, ProviderError> {
         Ok(crate::budget::tokens::input_token_bound(req.messages.iter().map(|m| m.content.as_str())))
     }
+    /// Send one request (no retries here: the caller retries what may be retried).
     async fn complete(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError>;
 }
 

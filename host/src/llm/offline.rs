@@ -4,6 +4,7 @@
 
 use super::{ChatRequest, ChatResponse, Provider, ProviderError};
 
+/// A provider that refuses every call: a tape replay answers from the tape, never from a provider.
 pub struct Offline {
     tape: String,
 }

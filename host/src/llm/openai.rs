@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 
+/// OpenAI's own API.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// The name of the output limit a model takes. OpenAI's reasoning models
@@ -29,6 +30,7 @@ pub fn needs_key(base_url: &str) -> bool {
     reqwest::Url::parse(base_url).ok().and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case("api.openai.com"))).unwrap_or(false)
 }
 
+/// An OpenAI-compatible `/chat/completions` endpoint (OpenAI, llama.cpp, vLLM ...).
 pub struct OpenAi {
     url: String,
     key: Option<String>,
@@ -37,6 +39,7 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
+    /// A client of `base_url` with `key` as its bearer token, if any.
     pub fn new(base_url: &str, key: Option<String>, timeout: Duration) -> Self {
         let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
         OpenAi { url, key: key.filter(|k| !k.is_empty()), client: http::client(timeout), timeout }

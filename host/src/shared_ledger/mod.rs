@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// Why the shared ledger refused or failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is; its fields are what the message names
 pub enum SharedLedgerError {
     #[error("the shared budget is exhausted: {available} nano-USD available")]
     Exhausted { available: Nanos },
@@ -26,33 +28,45 @@ pub enum SharedLedgerError {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a hold must be settled or released"]
 pub struct Hold {
+    /// The hold's id on the ledger.
     pub id: String,
+    /// The money held.
     pub amount: Nanos,
 }
 
+/// A shared ledger's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedStatus {
+    /// The shared limit.
     pub limit: Nanos,
+    /// Money charged (past the limit only by recorded overruns).
     pub spent: Nanos,
+    /// Money held by calls in flight.
     pub reserved: Nanos,
 }
 
 impl SharedStatus {
+    /// What is left to reserve.
     pub fn available(&self) -> Nanos {
         // Saturating: an overrun may have taken spent to the top.
         self.limit.saturating_sub(self.spent.saturating_add(self.reserved))
     }
 }
 
+/// A budget above one agent's: a team's total, or one shared by many hosts.
 #[async_trait::async_trait]
 pub trait SharedLedger: Send + Sync {
+    /// Its name in messages.
     fn describe(&self) -> String;
+    /// Its figures now.
     async fn status(&self) -> Result<SharedStatus, SharedLedgerError>;
+    /// Hold `amount` for a call, or say how much is left.
     async fn reserve(&self, amount: Nanos) -> Result<Hold, SharedLedgerError>;
     /// Charge `cost` as reported and free the hold. A cost past the hold is
     /// charged in full, even past the limit (then no one can reserve): the
     /// books equal the bill. Returns what was charged.
     async fn settle(&self, hold: Hold, cost: Nanos) -> Result<Nanos, SharedLedgerError>;
+    /// Free a hold: the call was not billed.
     async fn release(&self, hold: Hold) -> Result<(), SharedLedgerError>;
     /// How long a hold lives unless renewed (`None`: until settled or released).
     fn lease(&self) -> Option<std::time::Duration> {
@@ -73,6 +87,7 @@ pub struct TeamLedger {
 }
 
 impl TeamLedger {
+    /// A team pool of `limit` nano-USD.
     pub fn new(limit: Nanos) -> Result<Self, crate::budget::BudgetError> {
         Ok(TeamLedger { ledger: Mutex::new(Ledger::new(limit)?), holds: Mutex::new(HashMap::new()), next: AtomicU64::new(0) })
     }

@@ -40,6 +40,7 @@ fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{RECLAIM}\n{body}"))
 }
 
+/// One budget on a Redis server, shared by every host that names its key.
 pub struct RedisLedger {
     conn: MultiplexedConnection,
     prefix: String,

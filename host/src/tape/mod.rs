@@ -37,6 +37,7 @@ pub const MAX_BYTES: u64 = 1 << 30;
 
 /// Why a tape cannot be read or written; each names the file.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is; its fields are what the message names
 pub enum TapeError {
     #[error("cannot read tape {path}: {source}")]
     Io { path: String, source: std::io::Error },
@@ -124,7 +125,9 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
+    /// Who spoke.
     pub role: Role,
+    /// What was said.
     pub content: String,
 }
 
@@ -132,9 +135,13 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
+    /// The conversation.
     pub messages: Vec<Message>,
+    /// The model asked for, if any.
     pub model: Option<String>,
+    /// The output limit asked for, if any.
     pub max_tokens: Option<u32>,
+    /// The temperature asked for, if any.
     pub temperature: Option<f32>,
 }
 
@@ -150,9 +157,13 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
+    /// Refused for lack of budget.
     BudgetExhausted,
+    /// Denied by a hook.
     Denied,
+    /// The provider failed.
     Provider,
+    /// The request was invalid.
     InvalidRequest,
 }
 
@@ -163,7 +174,12 @@ pub enum Outcome {
     /// An answer.
     Answer(Answer),
     /// An error (refused, denied, the provider failed).
-    Error { kind: ErrorKind, message: String },
+    Error {
+        /// Which kind.
+        kind: ErrorKind,
+        /// Its message, as the agent got it.
+        message: String,
+    },
     /// No answer: the run stopped at once during the call (see the call's `stop`).
     Cancelled,
 }
@@ -172,8 +188,11 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stop {
+    /// What stopped the run.
     pub source: Source,
+    /// How.
     pub mode: Mode,
+    /// Why, in words.
     pub message: String,
 }
 
@@ -219,8 +238,11 @@ pub struct End {
 /// A tape in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tape {
+    /// Settings and pins.
     pub header: Header,
+    /// Every call, in order.
     pub calls: Vec<Call>,
+    /// How the run ended.
     pub end: End,
 }
 
