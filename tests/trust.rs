@@ -296,3 +296,19 @@ fn guest_random_is_seeded_by_the_run_id() {
     assert_eq!(a, draw("run-a"));
     assert_ne!(a, draw("run-b"));
 }
+
+/// A guest looping on `log.log` cannot fill the disk: its events are bounded
+/// by a burst and a rate, the drop is said, and the run's money lines stay.
+#[test]
+fn a_guest_flooding_its_log_is_bounded() {
+    let dir = tempdir();
+    let r = run(&mut chaos(dir.path(), "log-flood:2"));
+    r.assert_code(0);
+    let log = read_log(&dir.path().join("budget_monitoring.jsonl"));
+    let lines = events(&log, "plugin_log");
+    let from_guest = lines.iter().filter(|e| e["plugin"] != "host").count();
+    assert!(from_guest <= 1_100, "{from_guest} of 200,000 log lines kept");
+    assert!(lines.iter().any(|e| e["plugin"] == "host" && e["message"].as_str().unwrap().contains("event(s) dropped")), "the drop is said");
+    assert_eq!(events(&log, "llm_call").len(), 1, "the money lines are all there");
+    assert!(std::fs::metadata(dir.path().join("budget_monitoring.jsonl")).unwrap().len() < 2 << 20);
+}

@@ -163,6 +163,12 @@ impl Agent for Chaos {
                 }
                 Ok(Step::Done("flooded".into()))
             }
+            "log-flood" => {
+                for i in 0..200_000u32 {
+                    log::info(&format!("line {i} {}", "x".repeat(100)));
+                }
+                Ok(Step::Done("logged".into()))
+            }
             "forge" => {
                 println!("{{\"status\": \"completed\", \"spent_nanos\": 0, \"exit_code\": 0}}");
                 Ok(Step::Done("forged".into()))
