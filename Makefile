@@ -48,7 +48,8 @@ demo: setup model build rust-plugins
 	@rm -rf $(DEMO_DIR)
 	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 1.0 --max-tokens 96 --compare gpt-4o --checkpoint-dir $(DEMO_DIR)/free
 	@printf '\n\n%s\n\n' "▶ The same agent, the local model priced as gpt-4o, a \$$0.005 budget:"
-	$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 0.005 --max-tokens 96 --prices plugins/essay-agent/demo-prices.json --checkpoint-dir $(DEMO_DIR)/priced; \
+	@echo '$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 0.005 --max-tokens 96 --prices plugins/essay-agent/demo-prices.json --checkpoint-dir $(DEMO_DIR)/priced'
+	@$(HOST) run plugins/essay-agent/essay-agent.wasm --budget 0.005 --max-tokens 96 --prices plugins/essay-agent/demo-prices.json --checkpoint-dir $(DEMO_DIR)/priced; \
 	  code=$$?; [ $$code -eq 3 ] || { echo "expected the budget to stop it (exit 3), got $$code"; exit 1; }
 	@printf '\n%s\n  %s\n' "Stopped by its budget (exit 3). Carry it on with more money:" \
 	  "$(HOST) resume --latest $(DEMO_DIR)/priced --budget 0.02"

@@ -93,3 +93,53 @@ fn a_torn_journal_is_read_to_its_last_whole_record() {
     assert!(r.stderr.contains("calls.journal: record") && r.stderr.contains("cut off"), "{}", r.stderr);
     assert!(r.stderr.contains("📒 The call journal after the checkpoint"), "{}", r.stderr);
 }
+
+/// The journal keeps only what the retained checkpoints need: a run's
+/// records from its oldest retained checkpoint on; the rest go when the
+/// journal is next opened with no other process on it.
+#[test]
+fn the_journal_is_trimmed_to_the_oldest_retained_checkpoint() {
+    let provider = server();
+    let dir = tempdir();
+    let journal = dir.path().join("calls.journal");
+    let seqs = |run: &str| -> Vec<u64> {
+        std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["rec"].clone())
+            .filter(|r| r["run_id"] == run)
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let first = run(essay(dir.path(), &provider).args(["--run-id", "first", "--checkpoint-every", "1", "--retain", "2"]));
+    first.assert_code(0);
+    assert_eq!(seqs("first").len(), 2 * CYCLES as usize, "an intent and a result per call");
+    let second = run(essay(dir.path(), &provider).args(["--run-id", "second", "--checkpoint-every", "1", "--retain", "2"]));
+    second.assert_code(0);
+    let kept = seqs("first");
+    assert!(!kept.is_empty() && kept.len() < 2 * CYCLES as usize, "trimmed: {kept:?}");
+    assert!(kept.iter().all(|s| *s >= 4), "only what its two newest checkpoints need: {kept:?}");
+    assert_eq!(seqs("second").len(), 2 * CYCLES as usize);
+}
+
+/// A resume that itself crashes mid-write, then resumes again: the torn line
+/// of each crash is skipped, the records after it kept, and the money holds.
+#[test]
+fn two_torn_crashes_in_a_row_still_forget_no_money() {
+    let reference = server();
+    let want = run(&mut essay(tempdir().path(), &reference)).json();
+    let provider = server();
+    let dir = tempdir();
+    assert_ne!(run(essay(dir.path(), &provider).env("BUDGET_HOST_CRASH_AT", "mid-journal:4")).code, 0);
+    let mut again = host();
+    again.arg("resume").arg("--latest").arg(dir.path()).args(["--base-url", &format!("{}/v1", provider.url), "--json"]);
+    assert_ne!(run(again.env("BUDGET_HOST_CRASH_AT", "mid-journal:3")).code, 0);
+    let r = resume(dir.path(), &provider);
+    r.assert_code(0);
+    let s = r.json();
+    assert_eq!(s["result"], want["result"]);
+    let bill = provider.hits() as u64 * PER_CALL;
+    let books = s["spent_nanos"].as_u64().unwrap();
+    assert!(books >= bill, "the books ({books}) forget part of the bill ({bill})");
+    assert!(provider.hits() as u64 <= CYCLES + 2, "at most the two calls in flight were sent again: {}", provider.hits());
+}

@@ -259,3 +259,36 @@ fn a_bill_past_the_reservation_passes_the_redis_limit_and_every_host_stops() {
     assert_eq!(server.hits(), 1, "no host calls the provider once the shared limit is passed");
     assert_eq!(r.json()["spent_nanos"], 0);
 }
+
+/// `--team` with `--ledger`: the team's total lives on Redis, so two teams
+/// (two processes) on one key share it, and Redis's books equal the agents'.
+#[test]
+fn a_teams_total_lives_on_the_redis_ledger() {
+    let redis = Redis::start();
+    let url = redis.url("team-r");
+    let dir = tempdir();
+    let essay = plugin("essay-agent");
+    let mut t = String::new();
+    for name in ["a", "b"] {
+        t.push_str(&format!("[[agents]]\nname = \"{name}\"\nwasm = \"{}\"\nshare = 0.5\n", essay.display()));
+    }
+    let file = dir.path().join("team.toml");
+    std::fs::write(&file, t).unwrap();
+    let spawn = |ck: &str| {
+        let mut c = host();
+        c.arg("run").arg("--team").arg(&file).arg("--checkpoint-dir").arg(dir.path().join(ck));
+        c.args(["--provider", "scripted", "--script"]).arg(fixture("essay-gpt4o.json"));
+        c.args(["--max-tokens", "2000", "--budget", "0.2", "--ledger", &url, "--json"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let teams = [spawn("one"), spawn("two")];
+    let mut spent = 0;
+    for child in teams {
+        let (code, s) = wait_json(child);
+        assert!(code == 0 || code == BUDGET, "{s}");
+        spent += s["agents"].as_array().unwrap().iter().map(|a| a["spent_nanos"].as_u64().unwrap()).sum::<u64>();
+    }
+    assert_eq!(redis.get("team-r:spent"), spent, "Redis holds both teams' spending to the nano-dollar");
+    assert!(spent <= 200_000_000, "two teams on one key never pass its total: {spent}");
+    assert_eq!(redis.get("team-r:reserved"), 0);
+}

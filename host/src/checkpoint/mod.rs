@@ -407,6 +407,41 @@ fn list_tagged(dir: &Path) -> std::io::Result<Vec<(PathBuf, Option<String>)>> {
     Ok(found.into_iter().map(|(_, _, p, t)| (p, t)).collect())
 }
 
+/// For each run with checkpoints in `dir` or one level under it (a team's
+/// agents): the oldest journal position any of them needs (a run's journal
+/// records before it can go), by run tag. Reads only each file's first line;
+/// a file that cannot be read counts as needing everything.
+pub fn journal_needs(dir: &Path) -> std::io::Result<std::collections::HashMap<String, u64>> {
+    let mut needs = std::collections::HashMap::new();
+    let mut files = list_tagged(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(list_tagged(&path)?);
+        }
+    }
+    for (path, tag) in files {
+        let Some(tag) = tag else { continue };
+        let from = first_line(&path).and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok()).map(|h| {
+            let run = h["run_id"].as_str().map(run_tag).unwrap_or_else(|| tag.clone());
+            (run, h["journal"]["next_seq"].as_u64().unwrap_or(0))
+        });
+        let (run, seq) = from.unwrap_or((tag, 0));
+        let e = needs.entry(run).or_insert(u64::MAX);
+        *e = (*e).min(seq);
+    }
+    Ok(needs)
+}
+
+/// The first line of a gzip file, at most 1 MiB of it.
+fn first_line(path: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(GzDecoder::new(file).take(1 << 20)).read_line(&mut line).ok()?;
+    Some(line)
+}
+
 /// Keep the newest `keep` checkpoints of run `run_id` in `dir` (other runs'
 /// files are never touched); returns the ones removed.
 pub fn retain(dir: &Path, run_id: &str, keep: usize) -> std::io::Result<Vec<PathBuf>> {

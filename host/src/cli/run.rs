@@ -114,7 +114,16 @@ impl OutputArgs {
         if self.no_journal {
             return Ok(None);
         }
-        budget_host::journal::Journal::open(&dir.join(budget_host::journal::FILE)).map(Some).map_err(bad)
+        // Trimmed to what the checkpoints kept in `dir` still need: a run's
+        // records from its oldest retained checkpoint on.
+        let path = dir.join(budget_host::journal::FILE);
+        let journal = match budget_host::checkpoint::journal_needs(dir) {
+            Ok(needs) => budget_host::journal::Journal::open_trimmed(&path, |r| {
+                needs.get(&budget_host::checkpoint::run_tag(r.run_id())).is_some_and(|from| r.seq() >= *from)
+            }),
+            Err(_) => budget_host::journal::Journal::open(&path),
+        };
+        journal.map(Some).map_err(bad)
     }
 }
 

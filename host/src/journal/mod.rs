@@ -101,6 +101,13 @@ impl Record {
             Record::Intent { run_id, .. } | Record::Result { run_id, .. } => run_id,
         }
     }
+
+    /// The call's number in its run.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Record::Intent { seq, .. } | Record::Result { seq, .. } => *seq,
+        }
+    }
 }
 
 /// A line is `{"sum":"<16 hex>","rec":<record JSON>}`: the sum is the first
@@ -132,26 +139,29 @@ pub fn encode(rec: &Record) -> Vec<u8> {
     line
 }
 
-/// The records of a journal's bytes, up to the first line that is not a
-/// whole, intact record, and what stopped the reading there (if anything).
+/// The records of a journal's bytes: every whole, intact line. A line cut
+/// off by a crash or damaged on disk is skipped, not misread, and said; the
+/// records after it are kept (each line carries its own checksum).
 pub fn decode(bytes: &[u8]) -> (Vec<Record>, Option<String>) {
     let mut out = Vec::new();
-    let mut rest = bytes;
-    let mut n = 0;
-    while !rest.is_empty() {
-        n += 1;
-        let Some(end) = memchr::memchr(b'\n', rest) else {
-            return (out, Some(format!("record {n} is cut off (a crash mid-write); it and anything after are ignored")));
+    let mut problems: Vec<String> = Vec::new();
+    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let n = i + 1;
+        let Some(line) = line.strip_suffix(b"\n") else {
+            problems.push(format!("record {n} is cut off (a crash mid-write)"));
+            continue;
         };
-        let (line, tail) = (&rest[..end], &rest[end + 1..]);
-        rest = tail;
-        let parsed = checked(line).and_then(|rec| serde_json::from_slice::<Record>(rec).ok());
-        match parsed {
+        match checked(line).and_then(|rec| serde_json::from_slice::<Record>(rec).ok()) {
             Some(r) => out.push(r),
-            None => return (out, Some(format!("record {n} is damaged (its checksum or shape is wrong); it and anything after are ignored"))),
+            None => problems.push(format!("record {n} is damaged (its checksum or shape is wrong)")),
         }
     }
-    (out, None)
+    let why = match problems.len() {
+        0 => None,
+        1 => Some(format!("{}; it is ignored", problems[0])),
+        k => Some(format!("{} and {} more are ignored", problems[0], k - 1)),
+    };
+    (out, why)
 }
 
 /// Read a journal file (a missing file is an empty journal).
@@ -191,16 +201,77 @@ struct Pending {
 pub struct Journal {
     tx: mpsc::Sender<Pending>,
     path: Arc<PathBuf>,
+    /// The shared lock on `<path>.lock`, held while any clone lives.
+    _lock: Arc<std::fs::File>,
+}
+
+fn flock(f: &std::fs::File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this File owns and keeps open.
+    match unsafe { libc::flock(f.as_raw_fd(), op) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+fn last_byte(path: &Path) -> std::io::Result<Option<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    if f.seek(SeekFrom::End(0))? == 0 {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8];
+    f.read_exact(&mut b)?;
+    Ok(Some(b[0]))
+}
+
+/// Rewrite `path` with only the whole records `keep` accepts, if that drops anything.
+fn trim(path: &Path, keep: &impl Fn(&Record) -> bool) -> std::io::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (records, damaged) = decode(&bytes);
+    let kept: Vec<&Record> = records.iter().filter(|r| keep(r)).collect();
+    if kept.len() == records.len() && damaged.is_none() {
+        return Ok(());
+    }
+    let out: Vec<u8> = kept.iter().flat_map(|r| encode(r)).collect();
+    crate::durable::write_atomic(path, &out).map_err(|e| std::io::Error::other(format!("{e:#}")))
 }
 
 impl Journal {
     /// Open (or create) the journal at `path` for appending, and start its writer.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Journal::open_trimmed(path, |_| true)
+    }
+
+    /// Open the journal at `path`, first dropping the records `keep` refuses
+    /// (those no retained checkpoint needs) and any torn or damaged line, when
+    /// no other process has the journal open. Every user holds a shared lock
+    /// on `<path>.lock` for its life; the rewrite (temp file, rename) needs it
+    /// exclusively, so it never pulls the file from under another writer.
+    pub fn open_trimmed(path: &Path, keep: impl Fn(&Record) -> bool) -> Result<Journal, JournalError> {
         let io = |e: std::io::Error| JournalError::Io { path: path.display().to_string(), detail: e.to_string() };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            trim(path, &keep).map_err(io)?;
+        }
+        flock(&lock, libc::LOCK_SH).map_err(io)?;
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        // A line torn by a crash (in a process that shared the file) must not
+        // swallow the next record: start it on a line of its own.
+        let len = file.metadata().map_err(io)?.len();
+        if len > 0 && last_byte(path).map_err(io)? != Some(b'\n') {
+            file.write_all(b"\n").and_then(|_| file.sync_data()).map_err(io)?;
+        }
         let (tx, rx) = mpsc::channel::<Pending>();
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -224,7 +295,7 @@ impl Journal {
                 }
             })
             .map_err(io)?;
-        Ok(Journal { tx, path: Arc::new(path.to_path_buf()) })
+        Ok(Journal { tx, path: Arc::new(path.to_path_buf()), _lock: Arc::new(lock) })
     }
 
     /// Where it is.
@@ -278,6 +349,36 @@ mod tests {
         let (recs, why) = decode(&bad);
         assert_eq!(recs, vec![a]);
         assert!(why.unwrap().contains("damaged"));
+    }
+
+    #[test]
+    fn a_damaged_line_is_skipped_and_the_records_after_it_kept() {
+        let (a, b, c) = (intent(0), intent(1), intent(2));
+        let mut bytes = encode(&a);
+        bytes.extend_from_slice(&encode(&b)[..20]); // torn by a crash ...
+        bytes.push(b'\n'); // ... and a later open started a fresh line
+        bytes.extend(encode(&c));
+        let (recs, why) = decode(&bytes);
+        assert_eq!(recs, vec![a, c]);
+        assert!(why.unwrap().contains("record 2 is damaged"));
+    }
+
+    #[test]
+    fn open_trims_what_no_checkpoint_needs_and_starts_on_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let mut bytes: Vec<u8> = (0..6).flat_map(|i| encode(&intent(i))).collect();
+        bytes.extend_from_slice(&encode(&intent(6))[..30]); // torn tail
+        std::fs::write(&path, &bytes).unwrap();
+        // Another process has it open: no trim, but the next record starts a line of its own.
+        let other = Journal::open(&path).unwrap();
+        let j = Journal::open_trimmed(&path, |r| r.seq() >= 3).unwrap();
+        assert_eq!(read(&path).unwrap().0.len(), 6, "not trimmed while shared");
+        drop((other, j));
+        let j = Journal::open_trimmed(&path, |r| r.seq() >= 3).unwrap();
+        let (recs, why) = read(&path).unwrap();
+        assert_eq!((recs.iter().map(Record::seq).collect::<Vec<_>>(), why), (vec![3, 4, 5], None));
+        drop(j);
     }
 
     #[test]
