@@ -26,13 +26,15 @@ pub fn bench(c: &mut Criterion) {
     let host = host();
     let mut g = c.benchmark_group("call");
     g.sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(4));
-    let variants: [(&str, &[(PathBuf, &str)], bool); 3] = [
-        ("full_2_hooks_log", &hooks, true),
-        ("no_hooks_log", &[], true),
-        ("no_hooks_no_log", &[], false),
+    // (name, hooks, audit log to a file, write-ahead journal)
+    let variants: [(&str, &[(PathBuf, &str)], bool, bool); 4] = [
+        ("full_2_hooks_log", &hooks, true, false),
+        ("no_hooks_log", &[], true, false),
+        ("no_hooks_log_journal", &[], true, true),
+        ("no_hooks_no_log", &[], false, false),
     ];
     let mut cpu_results = serde_json::Map::new();
-    for (name, hooks, log_to_file) in variants {
+    for (name, hooks, log_to_file, journal) in variants {
         // (calls timed, CPU time) of every sample, warm-up included.
         let samples = RefCell::new(Vec::new());
         g.bench_function(name, |b| {
@@ -43,6 +45,8 @@ pub fn bench(c: &mut Criterion) {
                 // Without the log: written to /dev/null (the host always writes one).
                 let log = if log_to_file { dir.join("audit.jsonl") } else { PathBuf::from("/dev/null") };
                 let (spec, opts) = config(agent.clone(), &format!("calls:{}", iters + 1), provider.clone(), &dir, log, hooks);
+                // Two fsynced records a call (intent, result): the durability's price.
+                let opts = if journal { opts.journal(&dir.join("calls.journal")).unwrap() } else { opts };
                 let out = rt.block_on(host.run(spec, opts)).unwrap();
                 assert!(out.interrupt.is_none(), "the run stopped: {:?}", out.interrupt);
                 assert_eq!(out.ledger.calls as u64, iters + 1);

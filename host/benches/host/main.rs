@@ -10,6 +10,7 @@ mod checkpoint;
 mod common;
 mod fuel;
 mod instantiate;
+mod journal;
 mod ledger;
 mod stop;
 
@@ -27,6 +28,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = calls::bench, ledger::bench, instantiate::bench, checkpoint::bench, fuel::bench, stop::bench
+    targets = calls::bench, journal::bench, ledger::bench, instantiate::bench, checkpoint::bench, fuel::bench, stop::bench
 }
 criterion_main!(benches);
