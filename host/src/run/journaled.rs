@@ -41,14 +41,20 @@ impl AgentState {
         }
         let s = self.replay.pop_front()?;
         let a = s.answer?;
+        Some(self.answer_replayed("journal", &s.operation, a, fuel_total))
+    }
+
+    /// A recorded answer given to the guest at $0 (from the journal or a
+    /// tape, named by `source`), logged as a replayed call.
+    pub(super) fn answer_replayed(&mut self, source: &'static str, operation: &str, a: Answer, fuel_total: u64) -> types::Completion {
         let (spent, limit) = {
             let l = self.account.ledger();
             (l.spent(), l.limit())
         };
         self.ctx.out.event(&Event::LlmCall(events::Call {
-            operation: Some(Cow::Borrowed(&s.operation)),
+            operation: Some(Cow::Borrowed(operation)),
             cycle: self.cycle,
-            provider: Some(Cow::Borrowed("journal")),
+            provider: Some(Cow::Borrowed(source)),
             model: Some(Cow::Borrowed(&a.model)),
             input_tokens: a.input_tokens,
             output_tokens: a.output_tokens,
@@ -63,14 +69,14 @@ impl AgentState {
             ..Default::default()
         }));
         let clamp = |t: u64| t.min(u32::MAX as u64) as u32;
-        Some(types::Completion {
+        types::Completion {
             text: a.text,
             model: a.model,
             usage: types::Usage { input_tokens: clamp(a.input_tokens), output_tokens: clamp(a.output_tokens), cached_tokens: clamp(a.cached_tokens) },
             cost_usd: 0.0,
             max_tokens: a.max_tokens,
             finish_reason: a.finish_reason,
-        })
+        }
     }
 
     /// Write the call's intent durably (when there is a journal) and number it.

@@ -184,37 +184,8 @@ impl AgentState {
 
     /// The recorded answer at $0: counted as a call of its operation, logged as replayed.
     fn replayed_answer(&mut self, operation: &str, a: Answer, fuel_total: u64) -> types::Completion {
-        let (spent, limit) = {
-            let mut l = self.account.ledger();
-            l.charge(0, operation);
-            (l.spent(), l.limit())
-        };
-        self.ctx.out.event(&Event::LlmCall(events::Call {
-            operation: Some(Cow::Borrowed(operation)),
-            cycle: self.cycle,
-            provider: Some(Cow::Borrowed("tape")),
-            model: Some(Cow::Borrowed(&a.model)),
-            input_tokens: a.input_tokens,
-            output_tokens: a.output_tokens,
-            cached_tokens: a.cached_tokens,
-            max_tokens: Some(a.max_tokens),
-            cumulative: crate::budget::nanos_to_usd(spent),
-            cumulative_nanos: Some(spent),
-            budget_limit_nanos: Some(limit),
-            fuel: Some(fuel_total),
-            finish_reason: Some(Cow::Borrowed(&a.finish_reason)),
-            replayed: true,
-            ..Default::default()
-        }));
-        let clamp = |t: u64| t.min(u32::MAX as u64) as u32;
-        types::Completion {
-            text: a.text,
-            model: a.model,
-            usage: types::Usage { input_tokens: clamp(a.input_tokens), output_tokens: clamp(a.output_tokens), cached_tokens: clamp(a.cached_tokens) },
-            cost_usd: 0.0,
-            max_tokens: a.max_tokens,
-            finish_reason: a.finish_reason,
-        }
+        self.account.ledger().charge(0, operation);
+        self.answer_replayed("tape", operation, a, fuel_total)
     }
 
     fn refuse_replayed(&self, operation: &str, kind: ErrorKind, message: &str) {
