@@ -166,7 +166,7 @@ pub struct RunArgs {
     /// JSON script for --provider scripted.
     #[arg(long)]
     pub script: Option<PathBuf>,
-    /// JSON price file (USD per 1M tokens) overriding and extending the built-in table.
+    /// Price file overriding and extending the built-in table (OpenAI and Anthropic list prices, late 2025): ours (USD per 1M tokens) or LiteLLM's model prices JSON.
     #[arg(long)]
     pub prices: Option<PathBuf>,
     /// Warning thresholds as fractions of the budget.
