@@ -143,3 +143,27 @@ fn two_torn_crashes_in_a_row_still_forget_no_money() {
     assert!(books >= bill, "the books ({books}) forget part of the bill ({bill})");
     assert!(provider.hits() as u64 <= CYCLES + 2, "at most the two calls in flight were sent again: {}", provider.hits());
 }
+
+/// `--latest --fallback` past a damaged newest checkpoint: the journal from
+/// the older checkpoint on is reconciled and replayed, so no money is
+/// forgotten and no answered call is paid twice.
+#[test]
+fn a_fallback_to_an_older_checkpoint_reconciles_the_journal_from_there() {
+    let reference = server();
+    let want = run(&mut essay(tempdir().path(), &reference)).json();
+    let provider = server();
+    let dir = tempdir();
+    assert_ne!(run(essay(dir.path(), &provider).env("BUDGET_HOST_CRASH_AT", "after-step:5")).code, 0);
+    // Damage the newest checkpoint (the periodic one at cycle 3 is newer than the start one).
+    let mut cks: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".jsonl.gz")).collect();
+    cks.sort();
+    std::fs::write(cks.last().unwrap(), b"\x1f\x8b damaged").unwrap();
+    let mut c = host();
+    c.arg("resume").arg("--latest").arg(dir.path()).arg("--fallback").args(["--base-url", &format!("{}/v1", provider.url), "--json"]);
+    let r = run(&mut c);
+    r.assert_code(0);
+    let s = r.json();
+    assert_eq!(s["result"], want["result"]);
+    assert_eq!(provider.hits() as u64, CYCLES, "every answered call replayed from the journal, none paid twice");
+    assert_eq!(s["spent_nanos"].as_u64().unwrap(), CYCLES * PER_CALL, "the books equal the bill");
+}

@@ -292,3 +292,27 @@ fn a_teams_total_lives_on_the_redis_ledger() {
     assert!(spent <= 200_000_000, "two teams on one key never pass its total: {spent}");
     assert_eq!(redis.get("team-r:reserved"), 0);
 }
+
+/// A crash with a call in flight on a Redis ledger: its hold is settled by
+/// its id when the run resumes (at its whole reservation, as the agent's own
+/// books charge it), once, so Redis and the host agree to the nano-dollar.
+#[test]
+fn a_resume_settles_the_crashed_calls_hold_by_its_id() {
+    let redis = Redis::start();
+    let url = redis.url("crash");
+    let server = Server::start(vec![Canned::from_fixture(&shared_fixture("response-basic.http"))]);
+    let dir = tempdir();
+    let mut c = host();
+    c.arg("run").arg(plugin("essay-agent")).arg("--checkpoint-dir").arg(dir.path());
+    c.args(["--provider", "openai", "--model", "gpt-4o-mini", "--base-url", &format!("{}/v1", server.url)]);
+    c.args(["--budget", "1", "--max-cycles", "6", "--ledger", &url, "--json"]);
+    assert_ne!(run(c.env("BUDGET_HOST_CRASH_AT", "after-intent:3")).code, 0);
+    assert!(redis.get("crash:reserved") > 0, "the crashed call's hold is still on Redis");
+    let mut r = host();
+    r.arg("resume").arg("--latest").arg(dir.path()).args(["--base-url", &format!("{}/v1", server.url), "--ledger", &url, "--json"]);
+    let r = run(&mut r);
+    r.assert_code(0);
+    let books = r.json()["spent_nanos"].as_u64().unwrap();
+    assert_eq!(redis.get("crash:reserved"), 0, "settled, not left to expire");
+    assert_eq!(redis.get("crash:spent"), books, "Redis and the host agree");
+}
