@@ -55,19 +55,6 @@ fn real_checkpoint() -> &'static (Vec<u8>, Checkpoint) {
     })
 }
 
-/// Re-seal JSON lines with a fresh trailer, as a careful forger would.
-fn reseal(lines: &[Value]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for l in lines {
-        serde_json::to_writer(&mut body, l).unwrap();
-        body.push(b'\n');
-    }
-    let trailer = json!({"kind": "trailer", "sha256": hex::encode(Sha256::digest(&body)), "lines": lines.len()});
-    serde_json::to_writer(&mut body, &trailer).unwrap();
-    body.push(b'\n');
-    gzip(&body)
-}
-
 /// Hostile JSON: extreme numbers, odd strings, wrong types, nesting.
 fn hostile_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

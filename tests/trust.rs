@@ -128,21 +128,6 @@ fn gunzip(raw: &[u8]) -> String {
     s
 }
 
-/// Re-seal JSON lines with a fresh sha256 trailer, as a careful forger would.
-fn reseal(lines: &[Value]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for l in lines {
-        serde_json::to_writer(&mut body, l).unwrap();
-        body.push(b'\n');
-    }
-    let trailer = json!({"kind": "trailer", "sha256": hex::encode(Sha256::digest(&body)), "lines": lines.len()});
-    serde_json::to_writer(&mut body, &trailer).unwrap();
-    body.push(b'\n');
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-    e.write_all(&body).unwrap();
-    e.finish().unwrap()
-}
-
 /// A checkpoint of a run against an OpenAI-compatible server, stopped by its budget.
 fn openai_checkpoint(dir: &Path, server: &Server) -> String {
     let mut c = host();

@@ -376,3 +376,20 @@ pub fn refused_url() -> String {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Checkpoint JSON lines, gzipped with a fresh sha256 trailer, as a careful
+/// forger would re-seal them.
+pub fn reseal(lines: &[Value]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut body = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut body, l).unwrap();
+        body.push(b'\n');
+    }
+    let trailer = serde_json::json!({"kind": "trailer", "sha256": hex::encode(sha2::Sha256::digest(&body)), "lines": lines.len()});
+    serde_json::to_writer(&mut body, &trailer).unwrap();
+    body.push(b'\n');
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&body).unwrap();
+    e.finish().unwrap()
+}

@@ -1,7 +1,6 @@
 //! `host replay`: a tape -> its run, answered from the tape offline at $0.
 
 use super::signals;
-use budget_host::console::Console;
 use budget_host::replay::ReplayRequest;
 use clap::Args;
 use std::path::PathBuf;
@@ -19,30 +18,15 @@ pub struct ReplayArgs {
     /// Audit log (JSON lines) [default: .host/replays/<agent>/budget_monitoring.jsonl].
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Print one JSON summary on stdout (human output goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Only errors on the console.
-    #[arg(long)]
-    pub quiet: bool,
-    /// No live progress display.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Do not read or write the compiled-artifact cache.
-    #[arg(long)]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub shown: super::run::ConsoleArgs,
 }
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
-    let console = Console {
-        json: args.json,
-        quiet: args.quiet,
-        progress: budget_host::progress::Progress::terminal(!(args.json || args.quiet || args.no_progress)),
-        ..Default::default()
-    };
+    let console = args.shown.console();
     let req = ReplayRequest { tape: args.tape.clone(), agent: args.agent.clone(), task: args.task.clone(), seal_key: budget_host::checkpoint::seal_key_from_env() };
     let (spec, tape) = budget_host::replay::prepare(&req, &console)?;
-    let host = super::host(args.no_cache)?;
+    let host = super::host(args.shown.no_cache)?;
     let stop = budget_host::interrupt::StopSignal::new();
     let mut opts = budget_host::replay::options(&spec, tape, &args.tape).console(console.clone()).stop(stop.clone());
     opts.log = args.log.clone();

@@ -70,7 +70,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<i32> {
         log.display(),
         dir.display()
     ));
-    let host = super::host(args.output.no_cache)?;
+    let host = super::host(args.output.shown.no_cache)?;
     let journal = args.output.journal(&dir)?;
     let mut opts = RunOptions::new(provider).console(console.clone()).stop(stop.clone()).checkpoint_dir(dir).log(log);
     opts.journal = journal;
@@ -98,11 +98,11 @@ async fn resume_team(args: &ResumeArgs, manifest: &std::path::Path, budget: Opti
     base.seal_key = seal_key;
     base.journal = args.output.journal(&dir)?;
     signals::watch(stop, console);
-    let host = super::host(args.output.no_cache)?;
+    let host = super::host(args.output.shown.no_cache)?;
     let shared = match budget {
         Some(total) => super::run::shared_ledger(args.output.ledger.as_deref(), total, spec.lease).await?,
         None => None,
     };
-    let opts = budget_host::team::TeamOptions { base, dir, log: args.output.log.clone(), shared, json: args.output.json };
+    let opts = budget_host::team::TeamOptions { base, dir, log: args.output.log.clone(), shared, json: args.output.shown.json };
     budget_host::team::resume_team(&host, manifest, budget, args.force, opts).await
 }

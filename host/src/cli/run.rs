@@ -87,18 +87,8 @@ pub struct OutputArgs {
     /// Audit log (JSON lines) [default: <checkpoint-dir>/budget_monitoring.jsonl].
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Print one JSON summary on stdout (human output, guests' included, goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Only errors on the console.
-    #[arg(long)]
-    pub quiet: bool,
-    /// No live progress display (shown only when stdout is a terminal, without --json or --quiet).
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Do not read or write the compiled-artifact cache.
-    #[arg(long)]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub shown: ConsoleArgs,
     /// Share one budget with other hosts on a Redis server: redis://host:port/key.
     #[arg(long, value_name = "URL")]
     pub ledger: Option<String>,
@@ -127,7 +117,25 @@ impl OutputArgs {
     }
 }
 
-impl OutputArgs {
+/// How a verb's output looks, and whether it uses the compiled-artifact cache
+/// (`run`, `resume` and `replay` alike).
+#[derive(Args, Debug, Clone)]
+pub struct ConsoleArgs {
+    /// Print one JSON summary on stdout (human output, guests' included, goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Only errors on the console.
+    #[arg(long)]
+    pub quiet: bool,
+    /// No live progress display (shown only when stdout is a terminal, without --json or --quiet).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Do not read or write the compiled-artifact cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl ConsoleArgs {
     pub fn console(&self) -> Console {
         Console {
             json: self.json,
@@ -135,6 +143,12 @@ impl OutputArgs {
             progress: budget_host::progress::Progress::terminal(!(self.json || self.quiet || self.no_progress)),
             ..Default::default()
         }
+    }
+}
+
+impl OutputArgs {
+    pub fn console(&self) -> Console {
+        self.shown.console()
     }
 }
 
@@ -357,7 +371,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         spec.apply_lock(&budget_host::integrity::LockPins::read(lock).map_err(bad)?).map_err(bad)?;
     }
     let provider = budget_host::llm::connect(&mut spec, &args.endpoints.endpoints()?).map_err(BadInput)?;
-    let host = super::host(args.output.no_cache)?;
+    let host = super::host(args.output.shown.no_cache)?;
     let stop = budget_host::interrupt::StopSignal::new();
     let mut opts = args.options(provider, stop.clone());
     opts.journal = args.output.journal(&opts.checkpoint_dir_for(&spec))?;
@@ -407,7 +421,7 @@ async fn run_team(args: RunArgs, team: &Path) -> anyhow::Result<i32> {
             spec.apply_lock(&pins).map_err(bad)?;
         }
     }
-    let host = super::host(args.output.no_cache)?;
+    let host = super::host(args.output.shown.no_cache)?;
     let stop = budget_host::interrupt::StopSignal::new();
     let mut base_opts = args.options(provider, stop.clone());
     signals::watch(stop, base_opts.console.clone());
@@ -416,6 +430,6 @@ async fn run_team(args: RunArgs, team: &Path) -> anyhow::Result<i32> {
     // One journal for the team: its agents share a process and a group commit.
     base_opts.journal = args.output.journal(&dir)?;
     let shared = shared_ledger(args.output.ledger.as_deref(), plan.total, base.lease).await?;
-    let opts = budget_host::team::TeamOptions { base: base_opts, dir, log: args.output.log.clone(), shared, json: args.output.json };
+    let opts = budget_host::team::TeamOptions { base: base_opts, dir, log: args.output.log.clone(), shared, json: args.output.shown.json };
     budget_host::team::run_team(&host, plan, opts).await
 }
